@@ -1,0 +1,68 @@
+"""`mpv-srunet` command line.
+
+Each subcommand lives in its own module, which exposes ``register(subparsers)``;
+the parser it adds calls ``set_defaults(func=run)`` where ``run(args) -> int``.
+Modules are imported lazily by name so that a missing optional dependency of one
+command never breaks the others.
+
+Errors: a :class:`~mpv_srunet.errors.SRUNetError` (or a bad argument) prints one
+line on stderr and exits 2; Ctrl-C exits 130. ``MPV_SRUNET_DEBUG=1`` shows
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import SRUNetError
+
+#: (module, one-line help) in the order `--help` shows them.
+COMMAND_MODULES: list[str] = [
+    "mpv_srunet.commands.upscale",
+    "mpv_srunet.commands.weights",
+    "mpv_srunet.commands.export_onnx",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpv-srunet",
+        description="SR-UNet upscaling and H.265 artifact removal for mpv (Vaccaro et al., ACM MM 2021).",
+    )
+    parser.add_argument("--version", action="version", version=f"mpv-srunet {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SRUNetError as e:
+        if os.environ.get("MPV_SRUNET_DEBUG"):
+            raise
+        print(f"mpv-srunet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mpv-srunet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
