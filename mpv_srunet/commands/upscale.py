@@ -1,0 +1,55 @@
+"""`mpv-srunet upscale INPUT OUTPUT`: upscale a video, stream URL or image with SR-UNet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..video import VIDEO_CODECS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upscale",
+        help="upscale a video/stream/image file (2x, H.265 artifacts removed)",
+        description="Every video frame goes through SR-UNet; audio and subtitles are copied, timestamps kept. "
+        "OUTPUT type follows its name: .mkv/.mp4 (video), .y4m, name%%04d.png (image sequence), .png/.jpg (one image).",
+    )
+    p.add_argument("input", help="video or image file, or http(s) URL (anything FFmpeg opens)")
+    p.add_argument("output", help="output file (written to a temp file and renamed on success)")
+    p.add_argument("--weights", help="weights file (.safetensors, or an authors' .pth); default: shipped weights")
+    p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt (default: auto)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="torch-cpu precision (default auto: bf16 where the CPU has native bf16)")
+    p.add_argument("--codec", default="libx265", help=f"video encoder (default libx265; e.g. {', '.join(VIDEO_CODECS)})")
+    p.add_argument("--crf", type=int, default=18, help="x265/x264 quality (default 18)")
+    p.add_argument("--preset", default="medium", help="x265/x264 preset (default medium)")
+    p.add_argument("--pix-fmt", default=None, help="output pixel format (default: yuv420p, or yuv420p10le for >8-bit input)")
+    p.add_argument("--batch", type=int, default=1, help="frames per model call (default 1)")
+    p.add_argument("--overwrite", "-y", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..filter import Upscaler
+    from ..video import UpscaleOptions, upscale_file
+
+    if "%" not in args.output and Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
+    if not 0 <= args.crf <= 51:
+        raise UsageError(f"--crf {args.crf}: expected 0..51")
+    backend_opts = {"precision": args.precision} if args.precision else {}
+    opts = UpscaleOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                          batch_size=max(1, args.batch), progress=not args.no_progress and sys.stderr.isatty())
+    with Upscaler(args.weights, backend=args.backend, batch_size=opts.batch_size, **backend_opts) as up:
+        rep = upscale_file(args.input, args.output, up, opts)
+        fps = rep.frames / rep.seconds if rep.seconds else 0.0
+        extra = f", {rep.bad_packets} corrupt packet(s) skipped" if rep.bad_packets else ""
+        copied = f", copied {', '.join(rep.copied_streams)}" if rep.copied_streams else ""
+        print(f"{args.output}: {rep.frames} frames {rep.in_size[0]}x{rep.in_size[1]} -> {rep.out_size[0]}x{rep.out_size[1]} "
+              f"with {up.backend_name} in {rep.seconds:.1f} s ({fps:.2f} fps){copied}{extra}")
+    return 0

@@ -1,0 +1,243 @@
+"""Frames in, frames out: colour, padding, batching around a backend.
+
+    >>> from mpv_srunet import Upscaler
+    >>> up = Upscaler()                      # default weights, fastest backend here
+    >>> out = up.upscale(rgb)                # HxWx3 uint8 -> 2Hx2Wx3 uint8
+    >>> out_frame = up.upscale(video_frame)  # av.VideoFrame -> av.VideoFrame, same pix fmt
+
+Sizes that are not multiples of 8 are padded by edge replication (the authors
+padded with zeros, which darkens borders) and cropped after. Colour: a VideoFrame is
+converted with its own matrix and range; where the stream leaves them unspecified,
+we follow mpv's guess (BT.709 from 720 lines up, else BT.601; limited range for
+YUV) and log it, so the conversion back uses exactly the same pair.
+The filter holds no per-frame state: one Upscaler may serve several threads as
+long as its backend does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .errors import MediaError
+from .model import SRUNet, SRUNetCfg
+from .weights import WeightsInfo, load_model
+
+log = logging.getLogger(__name__)
+
+#: Largest input accepted, in pixels (8K UHD / 2): bigger frames are refused, since the
+#: full-resolution activations alone would need > 4 GiB.
+MAX_INPUT_PIXELS = 3840 * 2160
+
+# libavutil AVColorSpace values -> swscale matrix names (PyAV's Colorspace enum)
+_AVCOL_SPC_TO_SWS = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
+_AVCOL_RANGE_NAMES = {1: "MPEG", 2: "JPEG"}  # limited, full
+
+
+@dataclass(frozen=True)
+class FrameColour:
+    """The YUV<->RGB matrix and range used for one frame, as swscale names."""
+
+    matrix: str  # e.g. "itu709", "itu601"
+    range: str  # "MPEG" (limited) or "JPEG" (full)
+    guessed: bool  # True when the stream did not say and we used mpv's rule
+
+    @property
+    def avcol_spc(self) -> int:
+        return {"itu709": 1, "fcc": 4, "itu601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9}[self.matrix]
+
+    @property
+    def avcol_range(self) -> int:
+        return 1 if self.range == "MPEG" else 2
+
+
+def frame_colour(frame: Any) -> FrameColour:
+    """Resolve a VideoFrame's colour matrix and range (never silently BT.601)."""
+    fmt = frame.format.name
+    is_yuv = fmt.startswith(("yuv", "nv", "p01", "p21", "y2", "uyvy", "yuyv"))
+    spc = _AVCOL_SPC_TO_SWS.get(int(frame.colorspace or 2))
+    rng = _AVCOL_RANGE_NAMES.get(int(frame.color_range or 0))
+    guessed = False
+    if spc is None:
+        spc = "itu709" if frame.height >= 720 else "itu601"
+        guessed = is_yuv
+    if rng is None:
+        rng = "MPEG" if (is_yuv and not fmt.startswith("yuvj")) else "JPEG"
+        guessed = guessed or is_yuv
+    if guessed:
+        log.debug("frame %dx%d %s: colour not tagged, using %s/%s", frame.width, frame.height, fmt, spc, rng)
+    return FrameColour(spc, rng, guessed)
+
+
+def _is_high_depth(fmt: Any) -> bool:
+    return any(c.bits > 8 for c in fmt.components)
+
+
+def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
+    """VideoFrame -> float32 HxWx3 RGB in [-1, 1] (16-bit path for > 8-bit formats)."""
+    colour = colour or frame_colour(frame)
+    high = _is_high_depth(frame.format)
+    rgb = frame.to_ndarray(
+        format="rgb48le" if high else "rgb24",
+        src_colorspace=colour.matrix, src_color_range=colour.range,
+        dst_color_range="JPEG",
+    )
+    peak = 65535.0 if high else 255.0
+    return rgb.astype(np.float32) * (2.0 / peak) - 1.0
+
+
+def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None) -> Any:
+    """float32 HxWx3 in [-1, 1] -> VideoFrame in ``like``'s pixel format, matrix and range."""
+    import av
+
+    colour = colour or frame_colour(like)
+    high = _is_high_depth(like.format)
+    peak = 65535.0 if high else 255.0
+    q = np.clip(np.rint((rgb + 1.0) * (peak / 2.0)), 0, peak).astype(np.uint16 if high else np.uint8)
+    f = av.VideoFrame.from_ndarray(q, format="rgb48le" if high else "rgb24")
+    out = f.reformat(
+        format=like.format.name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
+        src_color_range="JPEG", dst_color_range=colour.range,
+    )
+    if not like.format.name.startswith(("rgb", "bgr", "gbr")):
+        out.colorspace = colour.avcol_spc
+        out.color_range = colour.avcol_range
+    out.pts = like.pts
+    if like.time_base is not None:
+        out.time_base = like.time_base
+    return out
+
+
+def uint8_to_float(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def float_to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def pad_amounts(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """Bottom and right padding that bring (h, w) to multiples of ``multiple``."""
+    return (-h) % multiple, (-w) % multiple
+
+
+def out_size(h: int, w: int, cfg: SRUNetCfg) -> tuple[int, int]:
+    s = cfg.total_scale
+    return int(round(h * s)), int(round(w * s))
+
+
+class Upscaler:
+    """SR-UNet frame filter: weights + backend + colour + padding + batching.
+
+    Args:
+        weights: a weights file (ours or the authors' .pth); ``None`` = the shipped default.
+        backend: ``auto`` or a name from :data:`mpv_srunet.backends.BACKENDS`.
+        model: an already-built SR-UNet (instead of ``weights``), e.g. during training.
+        batch_size: frames per backend call in :meth:`upscale_batch`.
+        **backend_options: passed to the backend (e.g. ``precision="fp32"``, ``threads=2``).
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        *,
+        model: SRUNet | None = None,
+        batch_size: int = 1,
+        **backend_options: Any,
+    ) -> None:
+        if model is not None:
+            self.weights_info: WeightsInfo | None = None
+            self.model = model
+        else:
+            self.model, self.weights_info = load_model(weights, deploy=True)
+        self.cfg: SRUNetCfg = self.model.cfg
+        self.batch_size = max(1, int(batch_size))
+        self._backend: Backend = create_backend(backend, self.model, **backend_options)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def scale(self) -> float:
+        return self.cfg.total_scale
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> "Upscaler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ core
+    def upscale_float(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW (or CHW) in [-1, 1], any H and W -> upscaled, same layout."""
+        squeeze = x.ndim == 3
+        if squeeze:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
+            raise MediaError(f"expected NCHW with {self.cfg.in_channels} channels, got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        if h < 1 or w < 1:
+            raise MediaError(f"empty frame {w}x{h}")
+        if h * w > MAX_INPUT_PIXELS:
+            raise MediaError(f"frame {w}x{h} is larger than the {MAX_INPUT_PIXELS / 1e6:.1f} MP this filter accepts; downscale it first")
+        ph, pw = pad_amounts(h, w, SRUNet.multiple_of)
+        xp = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if (ph or pw) else x
+        y = self._backend.infer(np.ascontiguousarray(xp, dtype=np.float32))
+        oh, ow = out_size(h, w, self.cfg)
+        y = y[:, :, :oh, :ow]
+        return y[0] if squeeze else y
+
+    def _upscale_rgb_batch(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        x = np.stack([uint8_to_float(_check_rgb(a)).transpose(2, 0, 1) for a in arrays])
+        y = self.upscale_float(x)
+        return [float_to_uint8(t.transpose(1, 2, 0)) for t in y]
+
+    def upscale(self, image: Any) -> Any:
+        """HxWx3 uint8 RGB -> uint8 RGB (2x); or av.VideoFrame -> av.VideoFrame."""
+        if isinstance(image, np.ndarray):
+            return self._upscale_rgb_batch([image])[0]
+        return self.upscale_batch([image])[0]
+
+    def upscale_batch(self, images: Sequence[Any]) -> list[Any]:
+        """Upscale many images/frames; equal-sized neighbours share a backend call."""
+        out: list[Any] = []
+        i = 0
+        while i < len(images):
+            group = [images[i]]
+            while (len(group) < self.batch_size and i + len(group) < len(images)
+                   and _shape_key(images[i + len(group)]) == _shape_key(images[i])):
+                group.append(images[i + len(group)])
+            out.extend(self._upscale_group(group))
+            i += len(group)
+        return out
+
+    def _upscale_group(self, group: list[Any]) -> list[Any]:
+        if isinstance(group[0], np.ndarray):
+            return self._upscale_rgb_batch(group)
+        colours = [frame_colour(f) for f in group]
+        x = np.stack([frame_to_float(f, c).transpose(2, 0, 1) for f, c in zip(group, colours)])
+        y = self.upscale_float(x)
+        return [float_to_frame(t.transpose(1, 2, 0), f, c) for t, f, c in zip(y, group, colours)]
+
+
+def _shape_key(img: Any) -> tuple:
+    if isinstance(img, np.ndarray):
+        return ("np", img.shape, img.dtype.str)
+    return ("frame", img.width, img.height, img.format.name)
+
+
+def _check_rgb(a: np.ndarray) -> np.ndarray:
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise MediaError(f"expected an HxWx3 uint8 RGB array, got {a.dtype} {tuple(a.shape)}")
+    return a

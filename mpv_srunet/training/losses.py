@@ -1,0 +1,88 @@
+"""Training losses: the paper's generator loss and the warm-start loss.
+
+Paper (Vaccaro et al. 2021, eq. 2): ``L_G = LPIPS_vgg(G(x), y) + (1 - SSIM(G(x), y))
++ 1e-3 * BCE(D(G(x)), 1)``. Before the GAN phase we warm the generator up with
+``L1 + (1 - SSIM)`` (cheap on a CPU, and it removes most coding artifacts), in the
+spirit of the authors' NoGAN-style schedule.
+
+All images are NCHW RGB in [-1, 1] (the model's convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ssim_term(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """``1 - SSIM`` on RGB mapped to [0, 1] (pytorch-msssim, 11x11 Gaussian window)."""
+    from pytorch_msssim import ssim
+
+    return 1.0 - ssim((sr.float() + 1) / 2, (hr.float() + 1) / 2, data_range=1.0, size_average=True)
+
+
+def adversarial_term(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator side of the BCE GAN loss: make D call the output real."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Standard BCE discriminator loss (real -> 1, generated -> 0)."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each term; 0 switches a term off (and skips its cost)."""
+
+    l1: float = 0.0
+    ssim: float = 1.0
+    lpips: float = 1.0
+    adv: float = 1e-3
+
+    @classmethod
+    def warm(cls) -> "LossWeights":
+        """Warm start: L1 + (1 - SSIM)."""
+        return cls(l1=1.0, ssim=1.0, lpips=0.0, adv=0.0)
+
+    @classmethod
+    def paper(cls) -> "LossWeights":
+        """The paper's GAN loss: LPIPS(VGG) + (1 - SSIM) + 1e-3 BCE."""
+        return cls(l1=0.0, ssim=1.0, lpips=1.0, adv=1e-3)
+
+
+class GeneratorLoss(nn.Module):
+    """Weighted sum of the enabled terms; returns (total, {term: value}) for logging.
+
+    ``lpips`` is an LPIPS module (:class:`mpv_srunet.metrics.lpips.LPIPS`), needed only
+    when its weight is non-zero; it is frozen, gradients flow to ``sr`` only.
+    """
+
+    def __init__(self, weights: LossWeights, lpips: nn.Module | None = None) -> None:
+        super().__init__()
+        if weights.lpips > 0 and lpips is None:
+            raise ValueError("an LPIPS module is needed when the LPIPS weight is > 0")
+        self.w = weights
+        self.lpips = lpips
+
+    def forward(
+        self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        terms: dict[str, torch.Tensor] = {}
+        if self.w.l1:
+            terms["l1"] = (sr - hr).abs().mean()
+        if self.w.ssim:
+            terms["ssim"] = ssim_term(sr, hr)
+        if self.w.lpips:
+            assert self.lpips is not None
+            terms["lpips"] = self.lpips(sr, hr).mean()
+        if self.w.adv and fake_logits is not None:
+            terms["adv"] = adversarial_term(fake_logits)
+        weights = {"l1": self.w.l1, "ssim": self.w.ssim, "lpips": self.w.lpips, "adv": self.w.adv}
+        total = sum((weights[k] * v for k, v in terms.items()), torch.zeros((), device=sr.device))
+        return total, {k: float(v.detach()) for k, v in terms.items()}
