@@ -26,6 +26,14 @@ COMMAND_MODULES: list[str] = [
     "mpv_srunet.commands.upscale",
     "mpv_srunet.commands.weights",
     "mpv_srunet.commands.export_onnx",
+    "mpv_srunet.commands.eval",
+    "mpv_srunet.commands.build_engine",
+    "mpv_srunet.commands.bench",
+    "mpv_srunet.commands.export_glsl",
+    "mpv_srunet.commands.train",
+    "mpv_srunet.commands.finetune",
+    "mpv_srunet.commands.mpv_script",
+    "mpv_srunet.commands.play",
 ]
 
 
@@ -38,8 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:  # e.g. an extra not installed: the command explains itself when used
+            _register_unavailable(sub, name, e)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(sub: argparse._SubParsersAction, module: str, err: ImportError) -> None:
+    cmd = module.rsplit(".", 1)[-1].replace("_", "-")
+    p = sub.add_parser(cmd, help=f"(unavailable: {err})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(_args: argparse.Namespace) -> int:
+        raise SRUNetError(f"{cmd}: unavailable here ({err}); reinstall with ./install.sh --dev")
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

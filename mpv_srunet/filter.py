@@ -39,6 +39,17 @@ _AVCOL_SPC_TO_SWS = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smp
 _AVCOL_RANGE_NAMES = {1: "MPEG", 2: "JPEG"}  # limited, full
 
 
+def _sws_flags() -> Any:
+    """swscale flags for YUV<->RGB: bicubic chroma, full chroma interpolation, accurate rounding.
+
+    swscale's defaults (bilinear, fast paths) leave a systematic 1-2 level bias on 4:2:0 8-bit
+    frames of real photos; these flags bring the mean error to ~0.4 levels (tests/test_filter.py).
+    """
+    from av.video.reformatter import Interpolation as I
+
+    return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT | I.FULL_CHR_H_INP
+
+
 @dataclass(frozen=True)
 class FrameColour:
     """The YUV<->RGB matrix and range used for one frame, as swscale names."""
@@ -85,7 +96,7 @@ def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
     rgb = frame.to_ndarray(
         format="rgb48le" if high else "rgb24",
         src_colorspace=colour.matrix, src_color_range=colour.range,
-        dst_color_range="JPEG",
+        dst_color_range="JPEG", interpolation=_sws_flags(),
     )
     peak = 65535.0 if high else 255.0
     return rgb.astype(np.float32) * (2.0 / peak) - 1.0
@@ -102,7 +113,7 @@ def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None
     f = av.VideoFrame.from_ndarray(q, format="rgb48le" if high else "rgb24")
     out = f.reformat(
         format=like.format.name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range="JPEG", dst_color_range=colour.range,
+        src_color_range="JPEG", dst_color_range=colour.range, interpolation=_sws_flags(),
     )
     if not like.format.name.startswith(("rgb", "bgr", "gbr")):
         out.colorspace = colour.avcol_spc

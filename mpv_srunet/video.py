@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import MediaError, UsageError
-from .filter import FrameColour, Upscaler, frame_colour, frame_to_float, out_size
+from .filter import FrameColour, Upscaler, _sws_flags, frame_colour, frame_to_float, out_size
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,19 @@ class UpscaleOptions:
 
 @dataclass
 class UpscaleReport:
+    """What a run did; ``lost_frames`` counts packets that decoded to nothing (corrupt input)."""
+
     frames: int = 0
+    video_packets: int = 0
     bad_packets: int = 0
     copied_streams: list[str] = field(default_factory=list)
     in_size: tuple[int, int] = (0, 0)
     out_size: tuple[int, int] = (0, 0)
     seconds: float = 0.0
+
+    @property
+    def lost_frames(self) -> int:
+        return max(0, self.video_packets - self.frames)
 
 
 # --------------------------------------------------------------------------- input
@@ -106,6 +113,7 @@ def _decode_frames(container: Any, report: UpscaleReport, on_packet: Callable[[A
                 continue
             if packet.stream.index != vstream.index:
                 continue
+            report.video_packets += 1 if packet.size else 0
             try:
                 yield from packet.decode()
             except av.error.InvalidDataError:
@@ -160,7 +168,9 @@ class _Writer:
         self.kind, self.colour = kind, colour
         w, h = size
         fmt = {"sequence": "image2", "image": "image2", "y4m": "yuv4mpegpipe"}.get(kind)
-        self.container = av.open(dst_tmp, "w", format=fmt)
+        # image2 with update=1 rewrites one file per frame: a multi-frame input to one image is
+        # then refused cleanly after decoding (see _run) instead of failing inside the muxer.
+        self.container = av.open(dst_tmp, "w", format=fmt, options={"update": "1"} if kind == "image" else None)
         if kind in ("sequence", "image"):
             codec, pix_fmt = IMAGE_EXTS[Path(dst_tmp).suffix.lower()], "rgb24"
             if codec == "mjpeg":
@@ -202,7 +212,8 @@ class _Writer:
         f = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if high else "rgb24")
         if self.pix_fmt not in ("rgb24", "rgb48le"):
             f = f.reformat(format=self.pix_fmt, src_colorspace=self.colour.matrix, dst_colorspace=self.colour.matrix,
-                           src_color_range="JPEG", dst_color_range="JPEG" if self.pix_fmt.startswith("yuvj") else self.colour.range)
+                           src_color_range="JPEG", dst_color_range="JPEG" if self.pix_fmt.startswith("yuvj") else self.colour.range,
+                           interpolation=_sws_flags())
         if self.kind == "video" and pts is not None:
             f.pts, f.time_base = pts, time_base
         for p in self.vs.encode(f):
@@ -222,10 +233,14 @@ class _Writer:
 
 
 def _follow_depth(base: str, vin: Any) -> str:
+    """Default output pixel format: gray stays gray, > 8-bit input gets 10-bit output."""
     fmt = vin.codec_context.format
-    if fmt is not None and any(c.bits > 8 for c in fmt.components) and base == "yuv420p":
-        return "yuv420p10le"
-    return base
+    if fmt is None or base != "yuv420p":
+        return base
+    high = any(c.bits > 8 for c in fmt.components)
+    if fmt.name.startswith("gray"):
+        return "gray10le" if high else "gray"
+    return "yuv420p10le" if high else base
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -239,9 +254,13 @@ def upscale_file(src: str, dst: str, upscaler: Upscaler, opts: UpscaleOptions | 
     kind = output_kind(dst)
     check_paths(src, dst)
     t0 = time.perf_counter()
+    import av
+
     container = open_input(src)
     try:
         report = _run(container, src, dst, kind, upscaler, opts)
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{dst}: FFmpeg failed while writing ({_ffmpeg_msg(e)})") from None
     finally:
         container.close()
     report.seconds = time.perf_counter() - t0

@@ -55,6 +55,8 @@ BACKENDS: dict[str, BackendSpec] = {
     "onnxruntime": BackendSpec(
         "mpv_srunet.backends.onnxruntime_backend", "create", "ONNX Runtime (CPU EP; CUDA/TensorRT EPs with onnxruntime-gpu)"
     ),
+    "tensorrt": BackendSpec("mpv_srunet.backends.tensorrt_backend", "create", "TensorRT FP16 engine (cached; NVIDIA GPU)"),
+    "torch-cuda": BackendSpec("mpv_srunet.backends.torch_cuda_backend", "create", "PyTorch on a CUDA GPU (fp16)"),
 }
 
 #: `auto` tries these in order; GPU runtimes first.

@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import UsageError
     from ..filter import Upscaler
-    from ..video import UpscaleOptions, upscale_file
+    from ..video import UpscaleOptions, check_paths, upscale_file
 
+    check_paths(args.input, args.output)
     if "%" not in args.output and Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
     if not 0 <= args.crf <= 51:
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     with Upscaler(args.weights, backend=args.backend, batch_size=opts.batch_size, **backend_opts) as up:
         rep = upscale_file(args.input, args.output, up, opts)
         fps = rep.frames / rep.seconds if rep.seconds else 0.0
-        extra = f", {rep.bad_packets} corrupt packet(s) skipped" if rep.bad_packets else ""
+        bad = max(rep.bad_packets, rep.lost_frames)
+        extra = f"; input damaged: {bad} packet(s) skipped, {rep.lost_frames} frame(s) lost" if bad else ""
         copied = f", copied {', '.join(rep.copied_streams)}" if rep.copied_streams else ""
         print(f"{args.output}: {rep.frames} frames {rep.in_size[0]}x{rep.in_size[1]} -> {rep.out_size[0]}x{rep.out_size[1]} "
               f"with {up.backend_name} in {rep.seconds:.1f} s ({fps:.2f} fps){copied}{extra}")

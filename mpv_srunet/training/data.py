@@ -312,8 +312,19 @@ def _add_source(writer: _SplitWriter, sid: int, kind: str, frames: list[np.ndarr
     return n
 
 
-def prepare(roots: list[Path], out: Path, opts: PrepareOptions, *, force: bool = False, progress: bool = True) -> PrepareReport:
+def prepare(
+    roots: list[Path],
+    out: Path,
+    opts: PrepareOptions,
+    *,
+    val_roots: list[Path] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareReport:
     """Build the pair store ``out`` from the images/videos under ``roots``.
+
+    With ``val_roots`` the validation split is exactly those files (and ``roots``
+    are all training); otherwise it is chosen by :func:`split_of`.
 
     Written into a temporary sibling folder and renamed at the end, so a failure or
     Ctrl-C never leaves a half-written store. Unreadable or too-small files are
@@ -321,7 +332,10 @@ def prepare(roots: list[Path], out: Path, opts: PrepareOptions, *, force: bool =
     """
     from tqdm import tqdm
 
-    sources = find_sources(roots)
+    if val_roots:
+        sources = [(p, "train") for p in find_sources(roots)] + [(p, "val") for p in find_sources(val_roots)]
+    else:
+        sources = [(p, split_of(p, opts.val_fraction)) for p in find_sources(roots)]
     empty_dir = out.is_dir() and not any(out.iterdir())
     if out.exists() and not empty_dir and not force:
         raise UsageError(f"{out}: already exists; pass --force to replace it or choose another --out")
@@ -331,8 +345,7 @@ def prepare(roots: list[Path], out: Path, opts: PrepareOptions, *, force: bool =
     try:
         writers = {s: _SplitWriter(tmp / s) for s in SPLITS}
         meta_sources = []
-        for path in tqdm(sources, desc="prepare", unit="file", disable=not progress):
-            split = split_of(path, opts.val_fraction)
+        for path, split in tqdm(sources, desc="prepare", unit="file", disable=not progress):
             try:
                 kind, frames = _gt_frames(path, split, opts)
                 crfs = opts.crfs if split == "train" else (opts.val_crf,)
@@ -454,3 +467,24 @@ class PatchSampler:
                 a, b = a[:, ::-1], b[:, ::-1]
             xs[k], ys[k] = a, b
         return xs, ys
+
+
+class MemoryPairs:
+    """In-memory pairs with the read interface of :class:`PairStore` (used by ``finetune``)."""
+
+    def __init__(self, lrs: list[np.ndarray], gts: list[np.ndarray], crf: int, name: str = "memory") -> None:
+        self.lrs, self.gts = lrs, gts
+        self.rows = np.asarray([(0, g.shape[0], g.shape[1], 0, crf, 0) for g in gts], dtype=np.int64).reshape(-1, 6)
+        self.folder, self.split, self.name = Path(name), "train", name
+
+    def __len__(self) -> int:
+        return len(self.gts)
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.lrs[i], self.gts[i]
+
+    def crf(self, i: int) -> int:
+        return int(self.rows[i, 4])
+
+    def source(self, i: int) -> str:
+        return self.name

@@ -1,0 +1,154 @@
+"""`mpv-srunet train`: build training pairs, train, and export weights.
+
+    mpv-srunet train prepare /usr/share/backgrounds --out data/pairs --crf 20,23,26
+    mpv-srunet train run --data data/pairs --out runs/default --steps 20000 --bf16
+    mpv-srunet train run --data data/pairs --out runs/default --steps 40000 --resume
+    mpv-srunet train export runs/default engines/my.safetensors --eval
+
+Needs the ``train`` extra (pytorch-msssim, matplotlib); see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def _crf_list(s: str) -> tuple[int, ...]:
+    """``23``, ``18,23,28``, or a range ``18-30`` (every 2nd CRF: 18, 20, ..., 30)."""
+    try:
+        if "-" in s:
+            a, b = (int(v) for v in s.split("-", 1))
+            return tuple(range(a, b + 1, 2))
+        return tuple(int(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a CRF like 23, a list like 18,23,28 or a range like 18-30, got {s!r}") from None
+
+
+_HELP = {
+    "preset": "model preset: default, lite",
+    "steps": "total training steps",
+    "warm_steps": "steps of L1 + (1-SSIM) before the GAN phase (>= --steps: warm start only)",
+    "batch": "patches per step",
+    "patch": "input patch side; the target is twice that",
+    "lr": "Adam learning rate of the GAN phase (paper: 1e-4)",
+    "warm_lr": "Adam learning rate of the warm start",
+    "lpips_net": "LPIPS backbone of the GAN loss: vgg (paper) or alex",
+    "adv_weight": "weight of the adversarial BCE term (paper: 1e-3)",
+    "ckpt_every": "checkpoint every N steps",
+    "ckpt_minutes": "... and at least every M minutes",
+    "val_every": "validate every N steps (0: only at the end)",
+    "val_crop": "periodic validation on centre crops of this input size (0: full frames)",
+    "log_every": "write a log.csv row every N steps",
+    "threads": "torch CPU threads",
+    "seed": "random seed (patches, flips, init)",
+    "init": "'bicubic' (exact bicubic start) or a train-form weights file",
+    "device": "auto, cpu or cuda",
+    "bf16": "run the generator body under bfloat16 autocast (faster on CPUs with AVX-512 bf16)",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train SR-UNet weights (prepare data, run, export)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = p.add_subparsers(dest="train_command", metavar="STEP")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    _register_prepare(tsub)
+    _register_run(tsub)
+    _register_export(tsub)
+
+
+def _register_prepare(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser("prepare", help="build GT / H.265-degraded input pairs from images and videos")
+    p.add_argument("sources", nargs="+", type=Path, help="folders (searched recursively) or files: images and videos")
+    p.add_argument("--out", type=Path, required=True, help="data folder to create")
+    p.add_argument("--val", type=Path, nargs="+", default=None, metavar="SRC",
+                   help="validation sources (default: --val-fraction of SOURCES, chosen by a hash of their names)")
+    p.add_argument("--crf", type=_crf_list, default=(23,), help="training CRF(s): 23, 18,23,28 or 18-30 (default 23)")
+    p.add_argument("--val-crf", type=int, default=23, help="CRF of the validation split (default 23, the paper's)")
+    p.add_argument("--gt-width", type=int, default=1920, help="downscale wider sources to this width (default 1920)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of sources kept for validation (default 0.15)")
+    p.add_argument("--x265-preset", default="medium", help="x265 preset (default medium)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_prepare)
+
+
+def _register_run(tsub: argparse._SubParsersAction) -> None:
+    from dataclasses import fields
+
+    p = tsub.add_parser("run", help="train (warm start, then the paper's GAN loss); resumable")
+    p.add_argument("--data", required=True, help="folder made by `train prepare`")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv, val.csv, run.json, plot.png)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    p.add_argument("--no-progress", action="store_true")
+    skip = {"data", "out"}
+    from ..training.loop import TrainConfig
+
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", help=_HELP.get(f.name, ""))
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            p.add_argument(flag, type=typ, default=f.default, help=f"{_HELP.get(f.name, '')} (default {f.default})")
+    p.set_defaults(func=run_train)
+
+
+def _register_export(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser("export", help="write a run's generator as deploy-form safetensors weights")
+    p.add_argument("run_dir", type=Path, help="run folder (or its checkpoint.pt)")
+    p.add_argument("output", type=Path, help="weights file to write (.safetensors)")
+    p.add_argument("--eval", action="store_true", help="measure full-frame validation metrics (+ LPIPS-alex) into the metadata")
+    p.add_argument("--half", action="store_true", help="store fp16 tensors (half the size)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=run_export)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from ..training.data import PrepareOptions, prepare
+
+    opts = PrepareOptions(crfs=tuple(args.crf), val_crf=args.val_crf, gt_width=args.gt_width,
+                          val_fraction=args.val_fraction, preset=args.x265_preset)
+    rep = prepare(list(args.sources), args.out, opts, val_roots=args.val, force=args.force, progress=not args.no_progress)
+    n_src = {k: len(v) for k, v in rep.sources.items()}
+    print(f"{rep.out}: {rep.pairs['train']} training pairs from {n_src['train']} sources, "
+          f"{rep.pairs['val']} validation pairs from {n_src['val']} sources; {len(rep.skipped)} file(s) skipped")
+    for path, why in rep.skipped:
+        print(f"  skipped {why}", file=sys.stderr)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from ..training.loop import TrainConfig, Trainer
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    cfg = TrainConfig(**values)
+    if cfg.steps <= 0 or cfg.batch <= 0 or cfg.patch <= 0 or cfg.patch % 8:
+        raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {cfg.steps}/{cfg.batch}/{cfg.patch}")
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
+    summary = trainer.run()
+    v = summary.get("val") or {}
+    msg = f"{cfg.out}: step {summary['step']}, {summary['steps_per_s']:.3f} steps/s ({summary['hardware']})"
+    if v:
+        msg += f"; val PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), SSIM-Y {v['ssim_y']:.4f} ({v['bicubic_ssim_y']:.4f})"
+    print(msg)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..training.export import export_run
+
+    meta = export_run(args.run_dir, args.output, evaluate_full=args.eval, half=args.half, threads=args.threads)
+    print(f"{args.output}: {args.output.stat().st_size / 1e6:.2f} MB, step {meta['training']['steps']}")
+    if "validation" in meta:
+        print(json.dumps(meta["validation"], indent=1))
+    return 0

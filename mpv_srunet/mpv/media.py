@@ -1,0 +1,171 @@
+"""Registered media: one source, its upscaler, its y4m layout and one frame store per variant.
+
+Shared by the HTTP frame server (Lua route) and the libmpv stream callbacks
+(``mpv-srunet play``). Only media registered here can be served: a URL names a
+registered id and a variant, never a path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import SRUNetError
+from ..filter import FrameColour, frame_colour
+from .render import VARIANTS, FrameRenderer, FrameStore, RenderStats
+from .source import FrameSource, SourceInfo, is_url, probe
+from .y4m import Y4MLayout
+
+log = logging.getLogger(__name__)
+
+#: mpv's names for swscale's matrices (vf=format:colormatrix=...).
+MPV_MATRIX = {"itu709": "bt.709", "itu601": "bt.601", "smpte170m": "bt.601", "fcc": "bt.601",
+              "smpte240m": "smpte-240m", "bt2020": "bt.2020-ncl"}
+
+
+@dataclass(frozen=True)
+class UpscalerKey:
+    weights: str  # resolved path, "" for the default
+    backend: str
+
+
+class UpscalerPool:
+    """One Upscaler per (weights, backend): reloading a model per file would cost seconds."""
+
+    def __init__(self) -> None:
+        self._pool: dict[UpscalerKey, Any] = {}
+        self._lock = threading.Lock()
+        self.infer_lock = threading.Lock()
+
+    def get(self, weights: str | None, backend: str) -> Any:
+        from ..filter import Upscaler
+
+        key = UpscalerKey(str(Path(weights).resolve()) if weights else "", backend)
+        with self._lock:
+            if key not in self._pool:
+                self._pool[key] = Upscaler(weights or None, backend=backend)
+            return self._pool[key]
+
+
+def choose_weights(source: str, weights: str | None, use_sidecar: bool) -> str | None:
+    """Per-video sidecar weights win (fine-tuned for that video), then ``weights``, then the default."""
+    from ..weights import sidecar_weights_for
+
+    if use_sidecar and not is_url(source):
+        side = sidecar_weights_for(source)
+        if side is not None:
+            return str(side)
+    return weights or None
+
+
+def _first_frame_colour(info: SourceInfo) -> FrameColour:
+    src = FrameSource(info)
+    try:
+        return frame_colour(src.frame_at(0) if info.seekable else src._live_next())
+    finally:
+        src.close()
+
+
+class Media:
+    """One registered source. Thread-safe: readers call :meth:`record`; stores render."""
+
+    def __init__(self, media_id: str, info: SourceInfo, upscaler: Any, infer_lock: threading.Lock,
+                 colour: FrameColour | None = None) -> None:
+        self.id, self.info, self.upscaler = media_id, info, upscaler
+        self.colour = colour or _first_frame_colour(info)
+        ow = int(round(info.width * upscaler.scale)) & ~1
+        oh = int(round(info.height * upscaler.scale)) & ~1
+        self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.range == "JPEG")
+        self.stats = RenderStats()
+        self._infer_lock = infer_lock
+        self._stores: dict[str, tuple[FrameStore, FrameSource]] = {}
+        self._lock = threading.Lock()
+        self.generation: dict[str, int] = {v: 0 for v in VARIANTS}
+
+    def store(self, variant: str) -> FrameStore:
+        if variant not in VARIANTS:
+            raise KeyError(variant)
+        with self._lock:
+            if variant not in self._stores:
+                src = FrameSource(self.info)
+                r = FrameRenderer(src, self.upscaler, self.layout, self.colour, variant, self.stats, self._infer_lock)
+                self._stores[variant] = (FrameStore(r.render, self.info.frames), src)
+            return self._stores[variant][0]
+
+    def close(self) -> None:
+        with self._lock:
+            for store, src in self._stores.values():
+                store.close()
+                src.close()
+            self._stores.clear()
+
+    def chunks(self, variant: str, offset: int, end: int | None, cancelled: Any) -> Iterator[memoryview]:
+        """The bytes [offset, end) of the variant's y4m file, frame by frame."""
+        header = self.layout.header
+        pos = offset
+        if pos < len(header):
+            yield memoryview(header)[pos:end]
+            pos = len(header)
+        store = self.store(variant)
+        while end is None or pos < end:
+            k, intra = self.layout.locate(pos)
+            if self.layout.frames is not None and k >= self.layout.frames:
+                return
+            rec = store.get(k, cancelled)
+            stop = len(rec) if end is None else min(len(rec), intra + end - pos)
+            yield memoryview(rec)[intra:stop]
+            pos += stop - intra
+
+    def describe(self) -> dict[str, Any]:
+        """What the Lua script and the OSD need (JSON-able)."""
+        info, lay, up = self.info, self.layout, self.upscaler
+        wi = getattr(up, "weights_info", None)
+        return {
+            "media": self.id, "width": info.width, "height": info.height,
+            "out_width": lay.width, "out_height": lay.height,
+            "fps": float(info.fps), "frames": info.frames, "seekable": info.seekable,
+            "colormatrix": MPV_MATRIX.get(self.colour.matrix, "auto"),
+            "colorlevels": "full" if lay.full_range else "limited",
+            "backend": up.backend_name, "model": wi.name if wi else "?",
+            "weights": str(wi.path) if wi else "", "frame_bytes": lay.record_bytes,
+            "has_audio": info.has_audio, "has_subs": info.has_subs,
+        }
+
+    def stats_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {"media": self.id, "frames": s.frames, "model_ms": round(s.model_ms, 2),
+                "total_ms": round(s.total_ms, 2), "error": s.error, "fallback": s.fallback,
+                "idle_s": round(time.monotonic() - s.updated, 2)}
+
+
+def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.Lock, runs: int = 2) -> float:
+    """Filter time for one frame of this size (the last of ``runs``: the first one warms up)."""
+    import numpy as np
+
+    x = np.zeros((1, 3, info.height, info.width), np.float32)
+    dt = 0.0
+    for _ in range(runs):
+        with infer_lock:
+            t0 = time.perf_counter()
+            upscaler.upscale_float(x)
+            dt = time.perf_counter() - t0
+    return dt * 1000.0
+
+
+def open_media(media_id: str, source: str, pool: UpscalerPool, *, weights: str | None = None,
+               backend: str = "auto", use_sidecar: bool = True) -> tuple[Media, float]:
+    """Probe, load the upscaler (cached) and warm it up: the registration step. SRUNetError on bad input."""
+    if not is_url(source) and not os.path.isfile(source):
+        raise SRUNetError(f"{source}: no such file; expected a video file or URL")
+    info = probe(source)
+    up = pool.get(choose_weights(source, weights, use_sidecar), backend)
+    media = Media(media_id, info, up, pool.infer_lock)
+    ms = measure_ms_per_frame(up, info, pool.infer_lock)
+    log.info("registered %s: %dx%d @ %.3f fps, %s frames, %.1f ms/frame on %s",
+             source, info.width, info.height, float(info.fps), info.frames, ms, up.backend_name)
+    return media, ms

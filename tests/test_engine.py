@@ -1,0 +1,447 @@
+"""The TensorRT path without a GPU: the engine graph (checked with onnx and run with
+onnxruntime), its in-graph colour conversion against PyAV on real decoded frames,
+the engine cache (keys, staleness, atomic writes, the build lock) and the
+no-TensorRT error paths through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import load_photo_rgb
+from mpv_srunet.errors import BackendUnavailable, ConfigError
+from mpv_srunet.filter import FrameColour, frame_to_float
+from mpv_srunet.model import create_model
+from mpv_srunet.trt.builder import engine_problems, probe_machine, unavailable_reason
+from mpv_srunet.trt.cache import (
+    EngineKey,
+    MachineInfo,
+    ShapeProfile,
+    build_lock,
+    list_engines,
+    make_profile,
+    read_key,
+    stale_reasons,
+    write_engine,
+)
+from mpv_srunet.trt.graph import (
+    INPUT_FORMATS,
+    ColourSpec,
+    EngineGraph,
+    GraphSpec,
+    YUV420ToRGB,
+    dummy_inputs,
+    export_engine_onnx,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model("default", n_filters=16, deploy=True).eval()
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _feeds(spec: GraphSpec, arrays) -> dict[str, np.ndarray]:
+    return {n: np.ascontiguousarray(a) for n, a in zip(spec.input_names, arrays)}
+
+
+# --------------------------------------------------------------------------- the engine graph
+
+
+@pytest.mark.parametrize("fmt", INPUT_FORMATS)
+def test_engine_graph_valid_with_dynamic_height_width(tiny_model, tmp_path, fmt):
+    spec = GraphSpec(fmt, "fp32")
+    path = export_engine_onnx(tiny_model, tmp_path / f"{fmt}.onnx", spec)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    assert list(dims) == spec.input_names
+    for name, d in dims.items():
+        hw = d[2:4] if fmt != "rgb24" else d[1:3]
+        assert all(isinstance(v, str) and v for v in hw), f"{name}: height/width must be dynamic, got {d}"
+    sess = _session(path)
+    for h, w in ((48, 64), (64, 40)):  # one graph, two resolutions
+        out = sess.run(None, _feeds(spec, [t.numpy() for t in dummy_inputs(spec, h, w)]))[0]
+        expect = (1, 3, 2 * h, 2 * w) if fmt == "rgb" else (1, 2 * h, 2 * w, 3)
+        assert out.shape == expect
+        assert out.dtype == (np.float32 if fmt == "rgb" else np.uint8)
+
+
+def test_rgb_graph_equals_torch(tiny_model, tmp_path):
+    spec = GraphSpec("rgb", "fp32")
+    sess = _session(export_engine_onnx(tiny_model, tmp_path / "rgb.onnx", spec))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 40, 56)).astype(np.float32)  # dynamic batch too
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
+
+
+def test_fp16_graph_is_fp16_and_close_to_fp32(tiny_model, tmp_path):
+    x = (load_photo_rgb(64, 48).transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0)
+    outs = {}
+    for prec in ("fp32", "fp16"):
+        path = export_engine_onnx(tiny_model, tmp_path / f"{prec}.onnx", GraphSpec("rgb", prec))
+        outs[prec] = _session(path).run(None, {"input": x})[0]
+        conv_w = {n.input[1] for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"}
+        types = {t.data_type for t in onnx.load(str(path)).graph.initializer if t.name in conv_w}
+        want = onnx.TensorProto.FLOAT16 if prec == "fp16" else onnx.TensorProto.FLOAT
+        assert types == {want}, f"{prec} graph: conv weight types {types}"
+    assert outs["fp16"].dtype == np.float32  # I/O stays fp32, FP16 inside
+    err = np.abs(outs["fp16"] - outs["fp32"])
+    assert err.max() < 3e-2 and err.mean() < 3e-3, (err.max(), err.mean())
+
+
+def test_rgb24_graph_folds_normalisation(tiny_model, tmp_path):
+    spec = GraphSpec("rgb24", "fp32")
+    sess = _session(export_engine_onnx(tiny_model, tmp_path / "rgb24.onnx", spec))
+    rgb = load_photo_rgb(64, 48)
+    out = sess.run(None, {"input": rgb[None]})[0][0]
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0))[0]
+    ref = np.clip(np.rint((ref.numpy().transpose(1, 2, 0) + 1.0) * 127.5), 0, 255)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_static_export_and_bad_static_size(tiny_model, tmp_path):
+    spec = GraphSpec("yuv420p", "fp32")
+    path = export_engine_onnx(tiny_model, tmp_path / "s.onnx", spec, static_hw=(48, 64))
+    dims = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(path)).graph.input]
+    assert dims == [[1, 1, 48, 64], [1, 1, 24, 32], [1, 1, 24, 32]]
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        export_engine_onnx(tiny_model, tmp_path / "bad.onnx", spec, static_hw=(50, 64))
+    with pytest.raises(ConfigError, match="colour matrix"):
+        ColourSpec(matrix="bt470")
+
+
+# --------------------------------------------------------------------------- colour conversion
+
+
+_PYAV_NAMES = {"bt709": "itu709", "bt601": "itu601", "limited": "MPEG", "full": "JPEG"}
+
+
+def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int = 2) -> list:
+    """Encode a real photo with libx265 in the given format and colour, decode it back."""
+    w, h = 128, 96
+    src = load_photo_rgb(w + 4, h)
+    path = tmp_path / f"{pix_fmt}_{matrix}_{rng}.mkv"
+    cs, cr = _PYAV_NAMES[matrix], _PYAV_NAMES[rng]
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx265", rate=24)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.options = {"crf": "20", "preset": "ultrafast", "x265-params": "log-level=error"}
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(src[:, 2 * i: 2 * i + w]), format="rgb24")
+            f = f.reformat(format=pix_fmt, dst_colorspace=cs, dst_color_range=cr)
+            f.pts, f.time_base = i, Fraction(1, 24)
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    with av.open(str(path)) as c:
+        return [f for f in c.decode(video=0)]
+
+
+def _planes(frame) -> list[np.ndarray]:
+    dt = np.uint16 if frame.format.name.endswith("10le") else np.uint8
+    out = []
+    for p in frame.planes:
+        a = np.frombuffer(bytes(p), dtype=dt).reshape(p.height, p.line_size // dt().itemsize)[:, : p.width]
+        out.append(a)
+    return out
+
+
+def _upsample_reference(c: np.ndarray, chroma: str) -> np.ndarray:
+    """4:2:0 chroma to full size by explicit sample positions (independent of the graph code)."""
+    c = c.astype(np.float64)
+    if chroma == "nearest":
+        return c.repeat(2, 0).repeat(2, 1)
+    h, w = c.shape
+    # luma row r sits at chroma row (r - 0.5) / 2 for both sitings (vertically centred);
+    # luma column x at chroma column x / 2 ("left", co-sited) or (x - 0.5) / 2 ("center").
+    ys = (np.arange(2 * h) - 0.5) / 2
+    xs = np.arange(2 * w) / 2 if chroma == "left" else (np.arange(2 * w) - 0.5) / 2
+
+    def weights(pos, n):
+        pos = np.clip(pos, 0, n - 1)
+        i0 = np.floor(pos).astype(int)
+        i1 = np.minimum(i0 + 1, n - 1)
+        return i0, i1, pos - i0
+
+    y0, y1, fy = weights(ys, h)
+    x0, x1, fx = weights(xs, w)
+    rows = c[y0] * (1 - fy)[:, None] + c[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx)[None] + rows[:, x1] * fx[None]
+
+
+def _reference_rgb(planes, matrix: str, rng: str, bits: int, chroma: str) -> np.ndarray:
+    """Textbook BT.709/601 Y'CbCr -> R'G'B' in float64 (independent of the graph code)."""
+    kr, kb = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}[matrix]
+    m = 2 ** (bits - 8)
+    y = planes[0].astype(np.float64)
+    u, v = (_upsample_reference(c, chroma) for c in planes[1:])
+    if rng == "limited":
+        y, u, v = (y - 16 * m) / (219 * m), (u - 128 * m) / (224 * m), (v - 128 * m) / (224 * m)
+    else:
+        y, u, v = y / (255 * m), (u - 128 * m) / (255 * m), (v - 128 * m) / (255 * m)
+    r, b = y + 2 * (1 - kr) * v, y + 2 * (1 - kb) * u
+    g = (y - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.stack([r, g, b], -1), 0, 1)
+
+
+def _graph_rgb(tmp_path: Path, planes, colour: ColourSpec, bits: int) -> np.ndarray:
+    """Run the in-graph conversion as ONNX (exported from the module the engine graph uses)."""
+    conv = YUV420ToRGB(colour, bits).eval()
+    dt = torch.float16 if bits == 10 else torch.uint8
+    args = tuple(torch.from_numpy(p.astype(np.float16 if bits == 10 else np.uint8))[None, None] for p in planes)
+    path = tmp_path / "colour.onnx"
+    torch.onnx.export(conv, args, str(path), dynamo=False, opset_version=17, input_names=["y", "u", "v"],
+                      output_names=["rgb"])
+    assert all(a.dtype == dt for a in args)
+    return _session(path).run(None, {n: a.numpy() for n, a in zip("yuv", args)})[0][0].transpose(1, 2, 0)
+
+
+CASES = [("yuv420p", "bt709", "limited"), ("yuv420p", "bt601", "full"), ("yuv420p", "bt601", "limited"),
+         ("yuv420p10le", "bt709", "limited")]
+
+
+@pytest.mark.parametrize("pix_fmt,matrix,rng", CASES)
+def test_in_graph_colour_conversion_matches_python_path(tmp_path, pix_fmt, matrix, rng):
+    bits = 10 if pix_fmt.endswith("10le") else 8
+    frame = _decoded_frames(tmp_path, pix_fmt, matrix, rng)[1]
+    planes = _planes(frame)
+    python = (frame_to_float(frame, FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)) + 1.0) * 127.5
+    # (mean, p99) bounds in 8-bit levels vs PyAV/swscale, which sites 4:2:0 chroma "left"
+    bounds = {"left": (1.0, 3.0), "center": (1.2, 6.0), "nearest": (1.6, 10.0)}
+    for chroma, (mean_max, p99_max) in bounds.items():
+        graph = _graph_rgb(tmp_path, planes, ColourSpec(matrix, rng, chroma), bits)
+        np.testing.assert_allclose(graph, _reference_rgb(planes, matrix, rng, bits, chroma), atol=1e-5)
+        d = np.abs(graph * 255.0 - python)
+        assert d.mean() < mean_max and np.percentile(d, 99) < p99_max, (chroma, d.mean(), np.percentile(d, 99))
+
+
+def test_yuv_engine_graph_equals_torch_on_decoded_frame(tiny_model, tmp_path):
+    """The whole YUV graph (conversion + FP32 net + rounding) through onnxruntime equals torch."""
+    frame = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=1)[0]
+    planes = _planes(frame)
+    spec = GraphSpec("yuv420p", "fp32", ColourSpec("bt709", "limited", "left"))
+    out = _session(export_engine_onnx(tiny_model, tmp_path / "yuv.onnx", spec)).run(
+        None, _feeds(spec, [p[None, None] for p in planes]))[0]
+    with torch.no_grad():
+        ref = EngineGraph(tiny_model, spec)(*(torch.from_numpy(p.copy())[None, None] for p in planes))
+    assert out.shape == (1, 192, 256, 3)
+    assert np.abs(out.astype(int) - ref.numpy().astype(int)).max() <= 1
+
+
+# --------------------------------------------------------------------------- engine cache
+
+
+MACHINE = MachineInfo("10.9.0.34", "NVIDIA GeForce RTX 4090", "8.9")
+
+
+def _key(**changes) -> EngineKey:
+    base = dict(graph_tag="yuv420p-bt709-limited-left", precision="fp16",
+                profile=ShapeProfile((360, 640), (544, 960), (1080, 1920)), onnx_sha256="ab" * 32,
+                trt_version=MACHINE.trt_version, gpu_name=MACHINE.gpu_name,
+                compute_capability=MACHINE.compute_capability, builder=(("opt_level", None),))
+    base.update(changes)
+    return EngineKey(**base)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("graph_tag", "rgb"), ("precision", "fp32"), ("profile", ShapeProfile((360, 640), (544, 960), (2160, 3840))),
+    ("profile", ShapeProfile((544, 960), (544, 960), (544, 960))), ("onnx_sha256", "cd" * 32),
+    ("trt_version", "11.0.0"), ("gpu_name", "NVIDIA H100"), ("compute_capability", "9.0"),
+    ("builder", (("opt_level", 5),)),
+])
+def test_cache_key_changes_with_each_input(field, value):
+    a, b = _key(), _key(**{field: value})
+    assert a.digest() != b.digest()
+    assert a.file_name() != b.file_name()
+    assert EngineKey.from_dict(json.loads(json.dumps(b.to_dict()))) == b  # survives the sidecar
+
+
+def test_file_name_is_readable():
+    name = _key().file_name()
+    assert name.startswith("srunet_yuv420p-bt709-limited-left_fp16_640x360-960x544-1920x1080_trt10.9.0.34_")
+    assert "nvidia-geforce-rtx-4090-sm8.9" in name and name.endswith(".engine")
+
+
+def test_make_profile_pads_and_validates():
+    p = make_profile("640x360", "960x540", "1920x1080", 8)
+    assert (p.min_hw, p.opt_hw, p.max_hw) == ((360, 640), (544, 960), (1080, 1920))
+    assert p.contains(544, 960) and not p.contains(2160, 3840)
+    with pytest.raises(ConfigError, match="min <= opt <= max"):
+        make_profile("1920x1080", "960x540", "640x360", 8)
+    with pytest.raises(ConfigError, match="WIDTHxHEIGHT"):
+        make_profile("960", "960x540", "1920x1080", 8)
+
+
+def test_stale_engine_detection(tmp_path):
+    key = _key()
+    path = write_engine(tmp_path / key.file_name(), b"serialized-engine-bytes", key, {})
+    assert read_key(path) == key
+    assert engine_problems(path, key, MACHINE) == []
+    other_trt = MachineInfo("11.0.0", MACHINE.gpu_name, MACHINE.compute_capability)
+    other_gpu = MachineInfo(MACHINE.trt_version, "NVIDIA H100 80GB HBM3", "9.0")
+    assert any("TensorRT 10.9.0.34" in r for r in engine_problems(path, key, other_trt))
+    assert any("RTX 4090" in r for r in engine_problems(path, key, other_gpu))
+    no_gpu = MachineInfo(None, None, None)
+    assert len(stale_reasons(key, no_gpu)) == 2
+    assert engine_problems(path, _key(onnx_sha256="ee" * 32), MACHINE) == ["built from different inputs: onnx_sha256"]
+    path.write_bytes(b"serialized-engine-bytez")  # replaced behind the cache's back
+    assert "checksum" in engine_problems(path, key, MACHINE)[0]
+    path.with_suffix(".json").unlink()
+    assert engine_problems(path, key, MACHINE) == ["no readable metadata sidecar"]
+    listed = list(list_engines(tmp_path, MACHINE))
+    assert [e.path for e in listed] == [path] and not listed[0].usable
+
+
+def test_write_engine_leaves_no_temporaries(tmp_path):
+    key = _key()
+    write_engine(tmp_path / key.file_name(), b"x" * 1000, key, {"note": "test"})
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".engine", ".json"]
+    assert json.loads((tmp_path / key.file_name()).with_suffix(".json").read_text())["note"] == "test"
+
+
+def test_build_lock_excludes_a_second_process(tmp_path):
+    from filelock import Timeout
+
+    engine = tmp_path / "e.engine"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from mpv_srunet.trt.cache import build_lock\n"
+         "from pathlib import Path\nwith build_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(30)",
+         str(engine)], stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Timeout):
+            with build_lock(engine, timeout_s=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with build_lock(engine, timeout_s=5):  # released when the holder died
+        pass
+
+
+# --------------------------------------------------------------------------- no TensorRT / no GPU
+
+
+needs_no_trt = pytest.mark.skipif(probe_machine().can_build, reason="TensorRT and a GPU are present here")
+
+
+def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPV_SRUNET_ENGINE_DIR": str(tmp_path / "engines")}
+    env.pop("MPV_SRUNET_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "mpv_srunet.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+
+
+@needs_no_trt
+def test_build_engine_without_tensorrt_is_one_line_and_nonzero(tmp_path, tiny_weights):
+    r = _cli("build-engine", "--weights", str(tiny_weights), tmp_path=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("mpv-srunet: error:") and ("TensorRT" in lines[0] or "CUDA" in lines[0])
+    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").glob("*.engine"))
+
+
+@needs_no_trt
+def test_tensorrt_and_torch_cuda_backends_unavailable_here(tiny_model):
+    from mpv_srunet.backends import available_backends, create_backend
+
+    status = available_backends()
+    assert status["tensorrt"] != "ok" and unavailable_reason(probe_machine()) == status["tensorrt"]
+    with pytest.raises(BackendUnavailable, match="tensorrt"):
+        create_backend("tensorrt", tiny_model)
+    if status["torch-cuda"] != "ok":
+        with pytest.raises(BackendUnavailable, match="torch-cuda"):
+            create_backend("torch-cuda", tiny_model)
+    assert not create_backend("auto", tiny_model).name.startswith("tensorrt")
+
+
+def test_build_engine_list_and_onnx_out_without_tensorrt(tmp_path, tiny_weights):
+    key = _key()
+    write_engine(tmp_path / "engines" / key.file_name(), b"engine", key, {})
+    r = _cli("build-engine", "--list", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert key.file_name() in r.stdout
+    if not probe_machine().can_build:
+        assert "stale: built with TensorRT 10.9.0.34, this machine has none" in r.stdout
+    out = tmp_path / "g.onnx"
+    r = _cli("build-engine", "--weights", str(tiny_weights), "--format", "yuv420p10", "--matrix", "bt2020",
+             "--onnx-out", str(out), tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    onnx.checker.check_model(onnx.load(str(out)))
+    r = _cli("build-engine", "--min", "1920x1080", "--max", "640x360", tmp_path=tmp_path)
+    assert r.returncode == 2 and "min <= opt <= max" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- GPU only
+
+
+@pytest.mark.gpu
+def test_torch_cuda_backend_matches_torch_cpu(tiny_model):
+    from mpv_srunet.backends import create_backend
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(x)).numpy()
+    b = create_backend("torch-cuda", tiny_model)
+    try:
+        y = b.infer(x)
+        ys = list(b.infer_iter([x, x, x]))
+    finally:
+        b.close()
+    assert np.abs(y - ref).max() < 3e-2
+    assert all(np.array_equal(v, ys[0]) for v in ys)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_build_and_inference(tiny_model, tmp_path):
+    if not probe_machine().can_build:
+        pytest.skip(f"needs TensorRT: {unavailable_reason(probe_machine())}")
+    from mpv_srunet.backends import create_backend
+    from mpv_srunet.backends.tensorrt_backend import TensorRTFrameEngine
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    with torch.no_grad():
+        ref = tiny_model(torch.from_numpy(x)).numpy()
+    b = create_backend("tensorrt", tiny_model, min_size="64x64", opt_size="96x64", max_size="128x128",
+                       cache_dir=str(tmp_path))
+    try:
+        assert np.abs(b.infer(x) - ref).max() < 3e-2
+        t0 = time.perf_counter()
+        n = sum(1 for _ in b.infer_iter([x] * 20))
+        print(f"tensorrt tiny model 96x64: {(time.perf_counter() - t0) / n * 1e3:.2f} ms/frame")
+    finally:
+        b.close()
+    frame = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=1)[0]
+    eng = TensorRTFrameEngine(tiny_model, "yuv420p", min_size="64x64", opt_size="128x96", max_size="128x128",
+                              cache_dir=str(tmp_path))
+    try:
+        out = eng.upscale_yuv420(*_planes(frame))
+    finally:
+        eng.close()
+    spec = GraphSpec("yuv420p", "fp32")
+    with torch.no_grad():
+        ref8 = EngineGraph(tiny_model, spec)(*(torch.from_numpy(p.copy())[None, None] for p in _planes(frame)))[0]
+    assert out.shape == (192, 256, 3) and np.abs(out.astype(int) - ref8.numpy().astype(int)).mean() < 2.0

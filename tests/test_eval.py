@@ -1,0 +1,173 @@
+"""`mpv-srunet eval`: clips from real photos, the protocol end to end, and bad input.
+
+Sizes are tiny (256x144 ground truth -> 128x72 through libx265) so the whole file
+runs in well under a minute on 2 cores; the model is the F=16 `tiny_weights`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpv_srunet.cli import main
+from mpv_srunet.evaluation.clips import MAX_SPEED, MOTIONS, camera_frames, make_clips
+from mpv_srunet.evaluation.media import load_reference
+
+SIZE = (256, 144)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, real_photo: Path) -> list[Path]:
+    """Two real 256x144 clips (a pan and a zoom), 4 frames each, FFV1 lossless."""
+    return make_clips(tmp_path_factory.mktemp("clips"), [real_photo], count=2, frames=4, fps=24, size=SIZE)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_motions_stay_within_4px_per_frame_at_1080p() -> None:
+    for m in MOTIONS:
+        assert 0.5 < m.max_speed((1920, 1080)) <= MAX_SPEED, m.name
+
+
+def test_clips_are_lossless_and_move(clips: list[Path], real_photo: Path) -> None:
+    from PIL import Image
+
+    photo = np.asarray(Image.open(real_photo).convert("RGB"))
+    expected = list(camera_frames(photo, MOTIONS[0], 4, SIZE))
+    ref = load_reference(str(clips[0]), None)
+    assert ref.is_video and ref.fps == pytest.approx(24.0) and len(ref.frames) == 4
+    for got, want in zip(ref.frames, expected):
+        assert np.array_equal(got, want)  # FFV1/RGB: bit-exact
+    # a pan of 2.5 px/frame: consecutive frames differ, but by far less than unrelated pictures
+    d01 = np.abs(ref.frames[1].astype(int) - ref.frames[0]).mean()
+    assert 0.5 < d01 < np.abs(ref.frames[0].astype(int) - ref.frames[0][::-1]).mean()
+
+
+def test_protocol_end_to_end_writes_table_plots_and_crops(
+    clips: list[Path], tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "res"
+    rc, stdout, _ = _run(["eval", "run", *map(str, clips), "--out", str(out), "--size", "256x144", "--frames", "4",
+                          "--crf", "23,33", "--weights", str(tiny_weights), "--no-default", "--preset", "ultrafast",
+                          "--jobs", "2", "--no-progress"], capsys)
+    assert rc == 0
+    for name in ("results.md", "results.csv", "results.json", "rd_vmaf.png", "rd_lpips.png"):
+        assert (out / name).stat().st_size > 0, name
+    crops = sorted(out.glob("crops_*.png"))
+    assert len(crops) == 4  # 2 clips x 2 CRFs
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["unavailable"] == {}
+    rows = doc["rows"]
+    assert {(r["video"], r["crf"], r["candidate"]) for r in rows} >= {("all", 23, "bicubic"), ("all", 33, "tiny")}
+    for r in rows:
+        assert all(r["pooled"][k] is not None for k in ("psnr_y", "ssim_rgb", "lpips", "vmaf", "flicker"))
+        assert r["frames"] >= 4
+    by = {(r["video"], r["crf"], r["candidate"]): r for r in rows}
+    # a lower CRF spends more bits and gives bicubic a better picture
+    assert by[("all", 23, "bicubic")]["bitrate_kbps"] > by[("all", 33, "bicubic")]["bitrate_kbps"]
+    assert by[("all", 23, "bicubic")]["pooled"]["vmaf"] > by[("all", 33, "bicubic")]["pooled"]["vmaf"]
+    assert doc["bd_rate"]["anchor"] == "bicubic" and "tiny" in doc["bd_rate"]["all"]
+    md = (out / "results.md").read_text()
+    assert "| all | 23 | bicubic |" in md and "Gaussian window 11x11 sigma 1.5" in md and "BD-rate" in md
+    assert "| all | 23 | bicubic |" in stdout
+    from PIL import Image
+
+    with Image.open(crops[0]) as im:  # bicubic | tiny | ground truth, 144-px squares
+        assert im.width == 3 * 144 + 2 * 4 and im.height > 144
+
+
+def test_authors_checkpoint_beats_bicubic(clips: list[Path], shared_anchors: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "res"
+    rc, _, _ = _run(["eval", "run", str(clips[0]), "--out", str(out), "--size", "256x144", "--frames", "4",
+                     "--authors", str(shared_anchors / "srunet_2x_crf23.pth"), "--no-default", "--no-vmaf",
+                     "--preset", "ultrafast", "--no-progress"], capsys)
+    assert rc == 0
+    rows = {r["candidate"]: r["pooled"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["authors-2x"]["lpips"] < rows["bicubic"]["lpips"]  # the paper's headline, at CRF 23
+
+
+def test_missing_libvmaf_marks_the_column_and_computes_the_rest(
+    clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    debian = Path("/usr/bin/ffmpeg")
+    if not debian.exists():
+        pytest.skip("no /usr/bin/ffmpeg (Debian's build, without libvmaf)")
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(debian))
+    out = tmp_path / "res"
+    rc, _, _ = _run(["eval", "run", str(clips[0]), "--out", str(out), "--size", "256x144", "--frames", "3",
+                     "--no-default", "--preset", "ultrafast", "--no-progress"], capsys)
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert "without libvmaf" in doc["unavailable"]["vmaf"]
+    (row,) = doc["rows"]
+    assert row["pooled"]["vmaf"] is None and row["pooled"]["lpips"] > 0 and row["pooled"]["psnr_y"] > 20
+    md = (out / "results.md").read_text()
+    assert "n/a" in md and "without libvmaf" in md
+
+
+def test_reference_smaller_than_target_is_refused(clips: list[Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "res"
+    rc, _, err = _run(["eval", "run", str(clips[0]), "--out", str(out), "--size", "512x288", "--no-default",
+                      "--no-progress"], capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and "smaller than the 512x288 target" in err
+    assert not out.exists()  # nothing half-written
+
+
+def test_unknown_weights_file_is_refused(clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, _, err = _run(["eval", "run", str(clips[0]), "--out", str(tmp_path / "r"), "--size", "256x144",
+                       "--no-default", "--weights", str(tmp_path / "nope.safetensors")], capsys)
+    assert rc == 2 and "nope.safetensors" in err and err.count("\n") == 1
+
+
+def test_bad_crf_list_is_refused(clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, _, err = _run(["eval", "run", str(clips[0]), "--out", str(tmp_path / "r"), "--crf", "23,abc"], capsys)
+    assert rc == 2 and "--crf" in err
+
+
+def test_score_identical_is_perfect_and_mismatch_is_refused(clips: list[Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    rc, out, _ = _run(["eval", "score", str(clips[0]), str(clips[0]), "--json"], capsys)
+    assert rc == 0
+    pooled = json.loads(out)["pooled"]
+    assert pooled["psnr_y"] == "inf" and pooled["ssim_rgb"] == pytest.approx(1.0)
+    assert pooled["lpips"] == pytest.approx(0.0, abs=1e-6) and pooled["flicker"] == 0.0
+    assert pooled["vmaf"] > 97
+    from mpv_srunet.evaluation.clips import write_lossless
+
+    ref = load_reference(str(clips[0]), None)
+    three = tmp_path / "three.mkv"
+    write_lossless(ref.frames[:3], three, 24)
+    rc, _, err = _run(["eval", "score", str(clips[0]), str(three)], capsys)
+    assert rc == 2 and "3 frames" in err and "4" in err and err.count("\n") == 1
+
+
+def test_make_clips_command(real_photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / real_photo.name).symlink_to(real_photo)
+    rc, out, _ = _run(["eval", "make-clips", str(tmp_path / "c"), "--photos", str(photos), "--count", "1",
+                       "--frames", "3", "--size", "256x144"], capsys)
+    assert rc == 0
+    (clip,) = [Path(line) for line in out.split()]
+    ref = load_reference(str(clip), None)
+    assert len(ref.frames) == 3 and ref.frames[0].shape == (144, 256, 3)
+    rc, _, err = _run(["eval", "make-clips", str(tmp_path / "c2"), "--photos", str(tmp_path / "none")], capsys)
+    assert rc == 2 and "not a folder" in err
+
+
+def test_pooled_psnr_of_identical_frames_is_infinite() -> None:
+    from mpv_srunet.evaluation.protocol import _mean
+
+    assert _mean([math.inf, math.inf]) == math.inf
+    assert _mean([30.0, 32.0]) == pytest.approx(31.0)

