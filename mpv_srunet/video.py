@@ -205,10 +205,12 @@ class _Writer:
                         log.warning("cannot copy %s stream #%d into this container: %s", s.type, s.index, _ffmpeg_msg(e))
         self.pix_fmt = pix_fmt
 
-    def write_frame(self, rgb: np.ndarray, pts: int | None, time_base: Any) -> None:
+    def write_frame(self, y: np.ndarray, high: bool, pts: int | None, time_base: Any) -> None:
+        """Quantise one CHW float frame in [-1, 1] (16-bit for > 8-bit sources), convert, encode."""
         import av
 
-        high = rgb.dtype == np.uint16
+        peak = 65535.0 if high else 255.0
+        rgb = np.clip(np.rint((y.transpose(1, 2, 0) + 1.0) * (peak / 2)), 0, peak).astype(np.uint16 if high else np.uint8)
         f = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if high else "rgb24")
         if self.pix_fmt not in ("rgb24", "rgb48le"):
             f = f.reformat(format=self.pix_fmt, src_colorspace=self.colour.matrix, dst_colorspace=self.colour.matrix,
@@ -421,8 +423,6 @@ def _infer_loop(q_in: queue.Queue, q_out: queue.Queue, upscaler: Upscaler, opts:
             start_writer(report.out_size, batch[0][2])
         for (_, frame, _c), yi in zip(batch, y):
             high = any(c.bits > 8 for c in frame.format.components)
-            peak = 65535.0 if high else 255.0
-            rgb = np.clip(np.rint((yi.transpose(1, 2, 0) + 1.0) * (peak / 2)), 0, peak).astype(np.uint16 if high else np.uint8)
-            q_out.put(("frame", (rgb, frame.pts, frame.time_base)))
+            q_out.put(("frame", (yi, high, frame.pts, frame.time_base)))
             report.frames += 1
             bar.update(1)

@@ -196,3 +196,24 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, random_weights, h265_540p_cli
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_http_input(h265_small_clip, tiny_weights, tmp_path):
+    """An http:// URL (a loopback server with Range support, like any web server) upscales like a file."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(h265_small_clip.parent))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/{h265_small_clip.name}"
+        assert cli(url, tmp_path / "o.mkv", "--weights", tiny_weights, "--codec", "ffv1") == 0
+        assert probe(tmp_path / "o.mkv")["frames"] == probe(h265_small_clip)["frames"]
+        assert cli(url + ".missing", tmp_path / "o2.mkv", "--weights", tiny_weights) == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()
