@@ -1,12 +1,19 @@
 """SR-UNet as an mpv GLSL user shader (``mpv-srunet export-glsl``, docs/glsl.md).
 
-The fused (deploy) network becomes a chain of mpv ``//!HOOK MAIN`` fragment passes,
+The fused (deploy) network becomes a chain of mpv ``//!HOOK MAIN`` passes,
 so any GPU that runs mpv's ``vo=gpu`` / ``vo=gpu-next`` runs SR-UNet, with no Python
 at play time. Design (every choice is checked against torch by tests/test_glsl_mpv.py):
 
 * **Hook point.** ``MAIN``: RGB after mpv's YUV->RGB conversion and before its
   scaler, which is what the network was trained on (gamma-encoded RGB). The
   shader maps [0, 1] to the network's [-1, 1] and back.
+* **Two variants.** ``compute`` (default): one compute invocation per pixel
+  computes 16 output channels from one read of each input and stores them in a
+  texture that interleaves 4 channel groups along x (see "compute variant"
+  below): about 4x fewer texture fetches and 6x fewer passes. ``fragment``: one
+  pass per 4 channels, for GPUs/APIs without compute shaders (macOS OpenGL).
+  The rest of this list describes the fragment variant; the compute one differs
+  where its section says.
 * **One pass per 4 channels.** A pass writes one RGBA texture (4 channels); a
   layer with C outputs is C/4 passes. A conv reads every input texture at the 9
   taps with ``texelFetch`` and *zero padding* (a bounds mask): ``texOff`` would
@@ -53,6 +60,9 @@ if TYPE_CHECKING:  # torch stays out of the import path of the CLI
 MAX_BINDS = 15
 #: Texture-name prefix of every saved texture (mpv's namespace is global).
 PREFIX = "SRUNET"
+#: vo_gpu flushes its whole program cache beyond 256 programs (mpv's shader_cache.c); leave
+#: room for mpv's own passes. A shader with more passes recompiles every frame there.
+VO_GPU_PASS_BUDGET = 240
 #: Input size the header's cost numbers are given for.
 REF_SIZE = (960, 540)
 
@@ -62,6 +72,7 @@ class GlslOptions:
     """What the generator may vary; the defaults are what ``export-glsl`` ships."""
 
     max_binds: int = MAX_BINDS  # textures bound per pass (tests lower it to force split sums)
+    variant: str = "compute"  # "compute": 16 channels per invocation; "fragment": a pass per 4 channels
     min_scale: float = 1.4  # //!WHEN: run only when OUTPUT / MAIN exceeds this on both axes
     prefix: str = PREFIX  # saved-texture names: <prefix>_<layer>_<group>
 
@@ -83,8 +94,10 @@ class GlslPass:
     save: str | None  # None: the final pass, which replaces MAIN
     level: int | None  # output level (size P0 / 2^level); None: the 2x output
     body: str
-    fetches: int  # texture fetches per output pixel
-    macs: int  # multiply-accumulates per output pixel
+    fetches: int  # texture fetches per pixel of its level (all of its texels / invocations there)
+    macs: int  # multiply-accumulates per pixel of its level
+    packs: int = 1  # 4-channel groups interleaved along x (compute variant): width = level width * packs
+    compute: str | None = None  # "//!COMPUTE" block and thread sizes; None: a fragment pass
 
 
 @dataclass
@@ -112,7 +125,7 @@ class GlslShader:
     def texture_mib(self, size: tuple[int, int] = REF_SIZE, bytes_per_texel: int = 8) -> float:
         """GPU memory of the saved textures (mpv keeps one texture per pass; rgba16f = 8 B)."""
         w, h = (_ceil8(v) for v in size)
-        return sum(_area(p.level) * 4 * w * h * bytes_per_texel for p in self.passes) / 2**20
+        return sum(_area(p.level) * p.packs * 4 * w * h * bytes_per_texel for p in self.passes) / 2**20
 
 
 def _ceil8(v: int) -> int:
@@ -182,11 +195,12 @@ def _mat4(block: np.ndarray) -> str | None:
     return "mat4(" + ", ".join(_f(v) for v in m.T.reshape(-1)) + ")"
 
 
-def _size_expr(level: int, axis: str) -> str:
-    """mpv RPN for P0 / 2^level on one axis (P0: the input size rounded up to a multiple of 8)."""
+def _size_expr(level: int, axis: str, packs: int = 1) -> str:
+    """mpv RPN for P0 / 2^level (times ``packs``) on one axis (P0: the input size rounded up to a multiple of 8)."""
     d = f"HOOKED.{axis}"
     expr = f"{d} 8 {d} 8 % - 8 % +"
-    return expr if level == 0 else f"{expr} {2**level} /"
+    expr = expr if level == 0 else f"{expr} {2**level} /"
+    return expr if packs == 1 else f"{expr} {packs} *"
 
 
 # --------------------------------------------------------------------------- pass builder
@@ -248,10 +262,11 @@ class _Builder:
             outs.append(out)
         return outs
 
-    def output(self, features: list[str], weight: np.ndarray, bias: np.ndarray) -> None:
+    def output(self, features: list[tuple[str, int]], weight: np.ndarray, bias: np.ndarray) -> None:
         """conv_last (1x1) + depth-to-space + bicubic residual + clamp, at 2W x 2H."""
         body, fetches, macs = _output_body(features, weight, bias)
-        self.add(GlslPass("srunet conv_last + depth-to-space + bicubic residual", ["HOOKED", *features], None, None, body, fetches, macs))
+        binds = ["HOOKED", *(t for t, _ in features)]
+        self.add(GlslPass("srunet conv_last + depth-to-space + bicubic residual", binds, None, None, body, fetches, macs))
 
 
 def _chunk(items: list, max_binds: int) -> list[list]:
@@ -346,8 +361,11 @@ def bicubic_weights(t: float, a: float = -0.75) -> list[float]:
     return [far(t + 1), near(t), near(1 - t), far(2 - t)]
 
 
-def _output_body(features: list[str], weight: np.ndarray, bias: np.ndarray) -> tuple[str, int, int]:
-    """GLSL of the final pass. conv_last channel c*4 + k is colour c at sub-pixel k = 2*dy + dx."""
+def _output_body(features: list[tuple[str, int]], weight: np.ndarray, bias: np.ndarray) -> tuple[str, int, int]:
+    """GLSL of the final pass. conv_last channel c*4 + k is colour c at sub-pixel k = 2*dy + dx.
+
+    ``features``: (texture, groups interleaved in it) in channel order.
+    """
     w = weight[:, :, 0, 0]  # (12, half)
     lines = [
         "vec4 hook() {",
@@ -358,12 +376,16 @@ def _output_body(features: list[str], weight: np.ndarray, bias: np.ndarray) -> t
     for k in range(4):
         lines.append(f"    vec4 r{k} = {_vec4(bias[[k, 4 + k, 8 + k]])};")
     lines.append("    vec4 f;")
-    for g, tex in enumerate(features):
-        lines.append(f"    f = texelFetch({tex}_raw, p, 0);")
-        for k in range(4):
-            mat = _mat4(w[[k, 4 + k, 8 + k], g * 4: g * 4 + 4])
-            if mat is not None:
-                lines.append(f"    r{k} += {mat} * f;")
+    g = 0
+    for tex, n in features:
+        for i in range(n):
+            addr = "p" if n == 1 else f"ivec2(p.x * {n} + {i}, p.y)"
+            lines.append(f"    f = texelFetch({tex}_raw, {addr}, 0);")
+            for k in range(4):
+                mat = _mat4(w[[k, 4 + k, 8 + k], g * 4: g * 4 + 4])
+                if mat is not None:
+                    lines.append(f"    r{k} += {mat} * f;")
+            g += 1
     even, odd = bicubic_weights(0.75), bicubic_weights(0.25)
     lines += [
         "    vec3 net = (k == 0 ? r0 : k == 1 ? r1 : k == 2 ? r2 : r3).rgb;",
@@ -390,8 +412,8 @@ def _output_body(features: list[str], weight: np.ndarray, bias: np.ndarray) -> t
         "    return vec4(y * 0.5 + 0.5, alpha);",
         "}",
     ]
-    fetches = len(features) + 16 + 1
-    macs = 4 * 16 * len(features) + 16 * 3
+    fetches = g + 16 + 1
+    macs = 4 * 16 * g + 16 * 3
     return "\n".join(lines) + "\n", fetches, macs
 
 
@@ -420,6 +442,10 @@ def build_passes(model: "SRUNet", options: GlslOptions | None = None) -> list[Gl
     check_exportable(model)
     if not model.deploy:
         model = reparameterize_model(model)
+    if options.variant == "compute":
+        return _build_compute(model, options)
+    if options.variant != "fragment":
+        raise ConfigError(f"unknown shader variant {options.variant!r}; expected fragment or compute")
     b = _Builder(options)
     direct = lambda ts: [Source(t, "direct") for t in ts]  # noqa: E731
     up = lambda ts: [Source(t, "up") for t in ts]  # noqa: E731
@@ -430,7 +456,176 @@ def build_passes(model: "SRUNet", options: GlslOptions | None = None) -> list[Gl
     y = _stage(b, "u3", model.dconv_up3, up(y) + direct(c3), 2)
     y = _stage(b, "u2", model.dconv_up2, up(y) + direct(c2), 1)
     y = _stage(b, "u1", model.dconv_up1, up(y) + direct(c1), 0)
-    b.output(y, *_weights(model.conv_last))
+    b.output([(t, 1) for t in y], *_weights(model.conv_last))
+    return b.passes
+
+
+# --------------------------------------------------------------------------- compute variant
+#
+# The fragment variant re-reads every input texture once per 4 output channels. Here a
+# compute invocation computes 16 output channels (4 groups) of one pixel from one read
+# of each input, and writes them side by side: a "packed" texture holds n <= 4 groups
+# interleaved along x (texel (x * n + g, y) is group g of pixel x). That cuts the
+# fetches about 4x and the passes about 5x, and no conv needs a split sum (a
+# 128-channel input is 8 textures). Max-pool and the bilinear 2x are small fragment
+# passes on packed textures (the bilinear is computed by hand from 4 texelFetch:
+# interleaving rules out the hardware filter).
+
+#: Pixels per compute work group (8 x 8 threads, one pixel each).
+_TILE = 8
+
+
+@dataclass(frozen=True)
+class _Packed:
+    tex: str
+    n: int  # groups of 4 channels interleaved along x
+
+
+def _packed_size(t: _Packed, scale: int = 1) -> str:
+    """GLSL: the pixel size of the level that packed texture ``t`` holds (times ``scale``)."""
+    size = f"ivec2({t.tex}_size) / ivec2({t.n}, 1)"
+    return size if scale == 1 else f"{size} * {scale}"
+
+
+def _texel(t: _Packed, g: int, pos: str) -> str:
+    """GLSL fetch of group ``g`` of packed texture ``t`` at pixel ``pos`` (an ivec2 expression)."""
+    if t.n == 1:
+        return f"texelFetch({t.tex}_raw, {pos}, 0)"
+    return f"texelFetch({t.tex}_raw, ivec2({pos}.x * {t.n} + {g}, {pos}.y), 0)"
+
+
+def _compute_conv_body(inputs: list[_Packed] | None, w: np.ndarray, b: np.ndarray) -> tuple[str, int, int]:
+    """One invocation: all input groups at 9 taps into ``w.shape[0] / 4`` output groups (<= 4), ReLU.
+
+    ``inputs`` None: the input image (first conv). Taps outside the level are skipped (zero padding).
+    """
+    n_out = (w.shape[0] + 3) // 4
+    lines = [_MAIN_READ] if inputs is None else []
+    size = "(ivec2(HOOKED_size) + 7) / 8 * 8" if inputs is None else _packed_size(inputs[0])
+    lines += [
+        "void hook() {",
+        f"    ivec2 p = ivec2(gl_WorkGroupID.xy) * {_TILE} + ivec2(gl_LocalInvocationID.xy);",
+        f"    ivec2 sz = {size};",
+        "    if (any(greaterThanEqual(p, sz))) return;",
+    ]
+    lines += [f"    vec4 a{o} = {_vec4(b[o * 4: o * 4 + 4])};" for o in range(n_out)]
+    lines.append("    ivec2 q; vec4 v;")
+    reads = [(None, 0)] if inputs is None else [(t, g) for t in inputs for g in range(t.n)]
+    fetches = macs = 0
+    for ky in range(3):
+        for kx in range(3):
+            lines.append(f"    q = p + ivec2({kx - 1}, {ky - 1});")
+            lines.append("    if (all(greaterThanEqual(q, ivec2(0))) && all(lessThan(q, sz))) {")
+            for j, (t, g) in enumerate(reads):
+                lines.append(f"        v = {'srunet_in(q)' if t is None else _texel(t, g, 'q')};")
+                fetches += 1
+                for o in range(n_out):
+                    mat = _mat4(w[o * 4: o * 4 + 4, j * 4: j * 4 + 4, ky, kx])
+                    if mat is not None:
+                        lines.append(f"        a{o} += {mat} * v;")
+                        macs += 16
+            lines.append("    }")
+    for o in range(n_out):
+        addr = "p" if n_out == 1 else f"ivec2(p.x * {n_out} + {o}, p.y)"
+        lines.append(f"    imageStore(out_image, {addr}, max(a{o}, vec4(0.0)));")
+    lines.append("}")
+    return "\n".join(lines) + "\n", fetches, macs
+
+
+def _compute_pool_body(t: _Packed) -> str:
+    """Fragment pass: 2x2 max-pool of a packed texture (same packing)."""
+
+    def tap(dx: int, dy: int) -> str:
+        return f"texelFetch({t.tex}_raw, ivec2((p.x + {dx}) * {t.n} + g, p.y + {dy}), 0)"
+
+    return (
+        "vec4 hook() {\n"
+        "    ivec2 P = ivec2(gl_FragCoord.xy);\n"
+        f"    int g = P.x % {t.n};\n"
+        f"    ivec2 p = ivec2(P.x / {t.n}, P.y) * 2;\n"
+        f"    return max(max({tap(0, 0)}, {tap(1, 0)}),\n               max({tap(0, 1)}, {tap(1, 1)}));\n"
+        "}\n"
+    )
+
+
+def _compute_up_body(t: _Packed) -> str:
+    """Fragment pass: torch's bilinear 2x (align_corners=False) of a packed texture, by hand.
+
+    Output pixel 2i sits 0.75 past source i-1, 2i+1 sits 0.25 past source i;
+    sources are clamped to the level (torch clamps the same way).
+    """
+    n = t.n
+
+    def tap(a: str, b: str) -> str:
+        return f"texelFetch({t.tex}_raw, ivec2({a}.x * {n} + g, {b}.y), 0)"
+
+    return (
+        "vec4 hook() {\n"
+        "    ivec2 P = ivec2(gl_FragCoord.xy);\n"
+        f"    int g = P.x % {n};\n"
+        f"    ivec2 p = ivec2(P.x / {n}, P.y);\n"
+        f"    ivec2 lim = {_packed_size(t)} - 1;\n"
+        "    ivec2 i0 = (p >> 1) - 1 + (p & 1);\n"
+        "    vec2 f = mix(vec2(0.75), vec2(0.25), vec2(p & 1));\n"
+        "    ivec2 a = clamp(i0, ivec2(0), lim);\n"
+        "    ivec2 b = clamp(i0 + 1, ivec2(0), lim);\n"
+        f"    return mix(mix({tap('a', 'a')}, {tap('b', 'a')}, f.x),\n"
+        f"               mix({tap('a', 'b')}, {tap('b', 'b')}, f.x), f.y);\n"
+        "}\n"
+    )
+
+
+class _ComputeBuilder(_Builder):
+    """Passes of the compute variant (packed textures, 16 channels per invocation)."""
+
+    def conv(self, layer: str, inputs: list[_Packed] | None, weight: np.ndarray, bias: np.ndarray, level: int) -> list[_Packed]:
+        binds = ["HOOKED"] if inputs is None else [t.tex for t in inputs]
+        if len(binds) > self.options.max_binds:
+            raise ConfigError(f"compute variant: layer {layer} needs {len(binds)} bound textures > {self.options.max_binds}; use --variant fragment")
+        outs = []
+        for oc in range((weight.shape[0] + 15) // 16):
+            w, b = weight[oc * 16: oc * 16 + 16], bias[oc * 16: oc * 16 + 16]
+            out = _Packed(self.name(layer, oc), (w.shape[0] + 3) // 4)
+            body, fetches, macs = _compute_conv_body(inputs, w, b)
+            desc = f"srunet {layer} conv3x3 ch {oc * 16}-{oc * 16 + w.shape[0] - 1} (compute)"
+            compute = f"{_TILE * out.n} {_TILE} {_TILE} {_TILE}"
+            self.add(GlslPass(desc, binds, out.tex, level, body, fetches, macs, packs=out.n, compute=compute))
+            outs.append(out)
+        return outs
+
+    def pool(self, layer: str, feats: list[_Packed], level: int) -> list[_Packed]:
+        outs = []
+        for i, t in enumerate(feats):
+            out = _Packed(self.name(layer, "pool", i), t.n)
+            self.add(GlslPass(f"srunet {layer} maxpool", [t.tex], out.tex, level, _compute_pool_body(t), 4 * t.n, 0, packs=t.n))
+            outs.append(out)
+        return outs
+
+    def up(self, layer: str, feats: list[_Packed], level: int) -> list[_Packed]:
+        outs = []
+        for i, t in enumerate(feats):
+            out = _Packed(self.name(layer, "up", i), t.n)
+            self.add(GlslPass(f"srunet {layer} bilinear 2x", [t.tex], out.tex, level, _compute_up_body(t), 4 * t.n, 0, packs=t.n))
+            outs.append(out)
+        return outs
+
+    def stage(self, name: str, stage, inputs: list[_Packed] | None, level: int) -> list[_Packed]:
+        for i, blk in enumerate(stage):
+            inputs = self.conv(f"{name}_{i}", inputs, *_weights(blk.conv1), level)
+        return inputs
+
+
+def _build_compute(model: "SRUNet", options: GlslOptions) -> list[GlslPass]:
+    """The compute variant, in ``SRUNet.body`` order."""
+    b = _ComputeBuilder(options)
+    c1 = b.stage("d1", model.dconv_down1, None, 0)
+    c2 = b.stage("d2", model.dconv_down2, b.pool("d2", c1, 1), 1)
+    c3 = b.stage("d3", model.dconv_down3, b.pool("d3", c2, 2), 2)
+    y = b.stage("d4", model.dconv_down4, b.pool("d4", c3, 3), 3)
+    y = b.stage("u3", model.dconv_up3, b.up("u3", y, 2) + c3, 2)
+    y = b.stage("u2", model.dconv_up2, b.up("u2", y, 1) + c2, 1)
+    y = b.stage("u1", model.dconv_up1, b.up("u1", y, 0) + c1, 0)
+    b.output([(t.tex, t.n) for t in y], *_weights(model.conv_last))
     return b.passes
 
 
@@ -443,12 +638,14 @@ def _pass_text(p: GlslPass, options: GlslOptions) -> str:
     if p.save is not None:
         head += [
             f"//!SAVE {p.save}",
-            f"//!WIDTH {_size_expr(p.level, 'w')}",
+            f"//!WIDTH {_size_expr(p.level, 'w', p.packs)}",
             f"//!HEIGHT {_size_expr(p.level, 'h')}",
             "//!COMPONENTS 4",
         ]
     else:
         head += ["//!WIDTH HOOKED.w 2 *", "//!HEIGHT HOOKED.h 2 *"]
+    if p.compute:
+        head.append(f"//!COMPUTE {p.compute}")
     head.append(f"//!WHEN {when}")
     return "\n".join(head) + "\n" + p.body
 
@@ -474,6 +671,7 @@ def _header(model: "SRUNet", info: "WeightsInfo | None", shader: GlslShader) -> 
         f"Generated by mpv-srunet {__version__} (`mpv-srunet export-glsl`); regenerate rather than edit.",
         "Paper: F. Vaccaro et al., \"Fast Video Visual Quality and Resolution Improvement using SR-UNet\", ACM MM 2021.",
         f"Model: SR-UNet n_filters={cfg.n_filters} layer_multiplier={cfg.layer_multiplier} scale=2, fused (deploy) form.",
+        _variant_line(shader.options.variant),
         f"Weights: {src}.",
         f"Licence: shader code MIT (mpv-srunet); weights: {lic}.",
         "Hooks MAIN (RGB after mpv's YUV->RGB, before scaling); runs only when mpv upscales by more",
@@ -483,7 +681,23 @@ def _header(model: "SRUNet", info: "WeightsInfo | None", shader: GlslShader) -> 
         f"{shader.fetches_per_output_pixel():.0f} texture fetches per output pixel,",
         f"{shader.gflop_per_frame():.1f} GFLOP and {shader.texture_mib():.0f} MiB of rgba16f textures per {w}x{h} input frame.",
     ]
+    if len(shader.passes) > VO_GPU_PASS_BUDGET:
+        lines.append(thrash_warning(shader))
     return "".join(f"// {line}\n" for line in lines)
+
+
+def thrash_warning(shader: GlslShader) -> str:
+    return (
+        f"WARNING: {len(shader.passes)} passes exceed vo=gpu's program cache (256): it recompiles every frame there; "
+        "use vo=gpu-next or the compute variant."
+    )
+
+
+def _variant_line(variant: str) -> str:
+    if variant == "compute":
+        return ("Variant: compute (16 channels per invocation; needs compute shaders: GL 4.3, Vulkan or D3D11; "
+                "elsewhere use `export-glsl --variant fragment`).")
+    return "Variant: fragment (one pass per 4 channels; runs wherever mpv runs user shaders)."
 
 
 def export_glsl(model: "SRUNet", info: "WeightsInfo | None" = None, options: GlslOptions | None = None) -> GlslShader:
@@ -496,14 +710,54 @@ def export_glsl(model: "SRUNet", info: "WeightsInfo | None" = None, options: Gls
     return shader
 
 
+#: File name of the packaged shader (compute variant, default weights) in ``mpv_srunet/shaders/``.
+SHIPPED_SHADER = "srunet.glsl"
+
+
+def shipped_shader_path() -> Path:
+    """The packaged shader for the default weights (for install.sh / ``mpv-script`` to copy to ``~~/shaders``)."""
+    from .errors import WeightsError
+
+    p = Path(__file__).resolve().parent / "shaders" / SHIPPED_SHADER
+    if not p.is_file():
+        raise WeightsError(f"{p}: no packaged shader; generate one with `mpv-srunet export-glsl -o {p}`")
+    return p
+
+
+#: input.conf line that toggles the installed shader (``install_shader`` adds it once).
+INPUT_CONF_LINE = 'CTRL+u change-list glsl-shaders toggle "~~/shaders/srunet.glsl"  # mpv-srunet: SR-UNet shader on/off'
+
+
+def install_shader(config_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None,
+                   *, input_conf: bool = True) -> Path:
+    """Copy a shader to ``<mpv config>/shaders/srunet.glsl`` and add the toggle key to input.conf.
+
+    For ``install.sh`` / ``mpv-srunet mpv-script``; idempotent (the input.conf line is added once).
+    ``source`` defaults to the packaged shader.
+    """
+    cfg = Path(config_dir).expanduser()
+    src = Path(source) if source is not None else shipped_shader_path()
+    dst = write_text_atomic(cfg / "shaders" / SHIPPED_SHADER, src.read_text(encoding="utf-8"))
+    if input_conf:
+        conf = cfg / "input.conf"
+        lines = conf.read_text(encoding="utf-8", errors="surrogateescape").splitlines() if conf.exists() else []
+        if not any("~~/shaders/srunet.glsl" in ln and "glsl-shaders" in ln for ln in lines):
+            write_text_atomic(conf, "\n".join([*lines, INPUT_CONF_LINE]) + "\n")
+    return dst
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` via a temp file + rename: never a half-written shader."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
+        # mkstemp makes 0600; keep an existing file's mode, else the usual 0644 minus the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o666 & ~umask)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

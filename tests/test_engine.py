@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,9 +67,10 @@ def _feeds(spec: GraphSpec, arrays) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- the engine graph
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("fmt", INPUT_FORMATS)
-def test_engine_graph_valid_with_dynamic_height_width(tiny_model, tmp_path, fmt):
-    spec = GraphSpec(fmt, "fp32")
+def test_engine_graph_valid_with_dynamic_height_width(tiny_model, tmp_path, fmt, precision):
+    spec = GraphSpec(fmt, precision)
     path = export_engine_onnx(tiny_model, tmp_path / f"{fmt}.onnx", spec)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -212,8 +214,10 @@ def _graph_rgb(tmp_path: Path, planes, colour: ColourSpec, bits: int) -> np.ndar
     dt = torch.float16 if bits == 10 else torch.uint8
     args = tuple(torch.from_numpy(p.astype(np.float16 if bits == 10 else np.uint8))[None, None] for p in planes)
     path = tmp_path / "colour.onnx"
-    torch.onnx.export(conv, args, str(path), dynamo=False, opset_version=17, input_names=["y", "u", "v"],
-                      output_names=["rgb"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as export_engine_onnx uses
+        torch.onnx.export(conv, args, str(path), dynamo=False, opset_version=17, input_names=["y", "u", "v"],
+                          output_names=["rgb"])
     assert all(a.dtype == dt for a in args)
     return _session(path).run(None, {n: a.numpy() for n, a in zip("yuv", args)})[0][0].transpose(1, 2, 0)
 
@@ -386,6 +390,10 @@ def test_build_engine_list_and_onnx_out_without_tensorrt(tmp_path, tiny_weights)
     assert key.file_name() in r.stdout
     if not probe_machine().can_build:
         assert "stale: built with TensorRT 10.9.0.34, this machine has none" in r.stdout
+    if not probe_machine().can_build:
+        r = _cli("build-engine", "--list", "--prune", tmp_path=tmp_path)
+        assert r.returncode == 2 and "nothing deleted" in r.stderr
+        assert (tmp_path / "engines" / key.file_name()).exists()
     out = tmp_path / "g.onnx"
     r = _cli("build-engine", "--weights", str(tiny_weights), "--format", "yuv420p10", "--matrix", "bt2020",
              "--onnx-out", str(out), tmp_path=tmp_path)
@@ -445,3 +453,17 @@ def test_tensorrt_engine_build_and_inference(tiny_model, tmp_path):
     with torch.no_grad():
         ref8 = EngineGraph(tiny_model, spec)(*(torch.from_numpy(p.copy())[None, None] for p in _planes(frame)))[0]
     assert out.shape == (192, 256, 3) and np.abs(out.astype(int) - ref8.numpy().astype(int)).mean() < 2.0
+
+
+def test_pad_yuv420_edge_pads_planes_for_the_engine():
+    from mpv_srunet.errors import BackendError
+    from mpv_srunet.trt.runtime import pad_yuv420
+
+    y = np.arange(60 * 98, dtype=np.uint16).reshape(60, 98) % 1024
+    u, v = y[::2, ::2].copy(), y[1::2, 1::2].copy()
+    py, pu, pv = pad_yuv420(y, u, v, 8)
+    assert py.shape == (1, 1, 64, 104) and pu.shape == pv.shape == (1, 1, 32, 52)
+    assert np.array_equal(py[0, 0, :60, :98], y) and np.array_equal(py[0, 0, 63, :98], y[59])
+    assert np.array_equal(pu[0, 0, 31, :49], u[29]) and np.array_equal(pv[0, 0, :30, 51], v[:, 48])
+    with pytest.raises(BackendError, match="4:2:0"):
+        pad_yuv420(y[:59], u, v)

@@ -171,3 +171,53 @@ def test_pooled_psnr_of_identical_frames_is_infinite() -> None:
 
     assert _mean([math.inf, math.inf]) == math.inf
     assert _mean([30.0, 32.0]) == pytest.approx(31.0)
+
+
+def test_720p_experiment_measures_against_the_natively_encoded_reference(
+    clips: list[Path], tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # 192x108 reference -> 128x72 stream -> (2x: 256x144 then bicubic down) -> 192x108, vs 192x108 at the same CRF
+    out = tmp_path / "res"
+    rc, _, _ = _run(["eval", "run", str(clips[0]), "--out", str(out), "--experiment", "720p", "--size", "192x108",
+                     "--frames", "3", "--crf", "23,30,37", "--weights", str(tiny_weights), "--no-default",
+                     "--preset", "ultrafast", "--no-progress"], capsys)
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    by = {(r["crf"], r["candidate"]): r for r in doc["rows"]}
+    for crf in (23, 30, 37):
+        assert by[(crf, "native-108p")]["bitrate_kbps"] > by[(crf, "bicubic")]["bitrate_kbps"]
+        assert by[(crf, "native-108p")]["pooled"]["vmaf"] > by[(crf, "bicubic")]["pooled"]["vmaf"]
+    assert doc["bd_rate"]["anchor"] == "native-108p"
+    assert set(doc["bd_rate"][by[(23, "bicubic")]["video"]]) == {"bicubic", "tiny"}
+    assert "BD-rate against native-108p" in (out / "results.md").read_text()
+    rc, _, err = _run(["eval", "run", str(clips[0]), "--out", str(out), "--experiment", "720p", "--size", "256x144",
+                       "--no-default"], capsys)
+    assert rc == 2 and "divisible by 3" in err
+
+
+def test_image_folder_reference_and_per_video_weights(
+    clips: list[Path], photo_rgb_540p: np.ndarray, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from PIL import Image
+
+    from mpv_srunet.weights import SIDECAR_SUFFIX
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i in range(2):  # larger than the target: Lanczos-downscaled to 256x144
+        Image.fromarray(photo_rgb_540p[:, 100 * i: 100 * i + 600][:340]).save(folder / f"{i}.png")
+    video = tmp_path / "clip.mkv"
+    shutil.copy(clips[1], video)
+    shutil.copy(tiny_weights, video.with_name(video.name + SIDECAR_SUFFIX))
+    out = tmp_path / "res"
+    rc, _, _ = _run(["eval", "run", str(folder), str(video), "--out", str(out), "--size", "256x144", "--frames", "3",
+                     "--no-default", "--preset", "ultrafast", "--no-progress"], capsys)
+    assert rc == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    stills = [r for r in rows if r["video"] == "stills"]
+    assert {r["candidate"] for r in stills} == {"bicubic"} and stills[0]["frames"] == 2
+    assert stills[0]["pooled"]["flicker"] is None and stills[0]["pooled"]["lpips"] > 0  # no temporal metric for stills
+    assert {r["candidate"] for r in rows if r["video"] == "clip"} == {"bicubic", "per-video"}
+    assert "per-video" in (out / "results.md").read_text()

@@ -33,9 +33,14 @@ def _fused(n_filters: int, seed: int = 0, **cfg) -> SRUNet:
 
 
 @pytest.fixture(scope="module")
-def default_shader():
-    """The shader of a random full-size (F=64) model: the real pass structure."""
-    return export_glsl(_fused(64))
+def default_model() -> SRUNet:
+    """A random full-size (F=64) model: the real pass structure."""
+    return _fused(64)
+
+
+@pytest.fixture(scope="module")
+def default_shader(default_model):
+    return export_glsl(default_model, options=GlslOptions(variant="fragment"))
 
 
 def _check_structure(text: str, max_binds: int) -> list[dict[str, list[str]]]:
@@ -52,10 +57,12 @@ def _check_structure(text: str, max_binds: int) -> list[dict[str, list[str]]]:
         if i < len(passes) - 1:
             assert len(p["SAVE"]) == 1 and p["COMPONENTS"] == ["4"]
             saved.add(p["SAVE"][0])
+        else:
+            assert "SAVE" not in p and "COMPUTE" not in p
     return passes
 
 
-def test_default_model_passes_fit_the_bind_limit(default_shader):
+def test_default_model_fragment_passes_fit_the_bind_limit(default_shader):
     passes = _check_structure(default_shader.text, MAX_BINDS)
     assert len(passes) == len(default_shader.passes)
     # F=64: the 128-channel decoder inputs (32 textures) need 3 chained passes per output group.
@@ -75,8 +82,22 @@ def test_cost_numbers_match_the_model(default_shader):
     assert re.search(r"// Cost: \d+ passes", default_shader.header)
 
 
+def test_default_model_compute_variant(default_model, default_shader):
+    shader = export_glsl(default_model)  # compute is the default variant
+    passes = _check_structure(shader.text, MAX_BINDS)
+    convs = [p for p in passes if "conv3x3" in p["DESC"][0]]
+    # 16 channels per invocation: 4 groups interleaved along x, tiles of 8x8 pixels.
+    assert convs and all(p["COMPUTE"] == ["32 8 8 8"] and p["WIDTH"][0].endswith(" 4 *") for p in convs[2:])
+    assert not any("part" in p["DESC"][0] for p in passes)  # no split sums needed
+    assert shader.gflop_per_frame() == pytest.approx(default_shader.gflop_per_frame(), rel=1e-6)
+    assert shader.fetches_per_output_pixel() < default_shader.fetches_per_output_pixel() / 3
+    assert "Variant: compute" in shader.header
+    # 585 fragment passes overflow vo_gpu's 256-program cache (it would recompile every frame): warned.
+    assert "WARNING" in default_shader.header and "WARNING" not in shader.header
+
+
 def test_small_bind_limit_splits_every_wide_conv():
-    shader = export_glsl(_fused(8), options=GlslOptions(max_binds=3))
+    shader = export_glsl(_fused(8), options=GlslOptions(max_binds=3, variant="fragment"))
     passes = _check_structure(shader.text, 3)
     assert any("(part 2/2)" in p["DESC"][0] for p in passes)
 
@@ -140,6 +161,11 @@ def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, capsys):
     assert "--max-binds 16" in capsys.readouterr().err
 
 
+def test_unknown_variant_is_refused():
+    with pytest.raises(ConfigError, match="unknown shader variant"):
+        export_glsl(_fused(8), options=GlslOptions(variant="vulkan"))
+
+
 def test_shipped_shader_is_current():
     """The packaged shader was generated from the shipped default weights (same checksum)."""
     from mpv_srunet.weights import default_weights_path, file_sha256
@@ -153,3 +179,17 @@ def test_shipped_shader_is_current():
     assert f"sha256 {file_sha256(weights)}" in header, "regenerate: mpv-srunet export-glsl -o mpv_srunet/shaders/srunet.glsl"
     _check_structure(SHIPPED.read_text(), MAX_BINDS)
 
+
+
+def test_install_shader_is_idempotent(tmp_path):
+    from mpv_srunet.glsl import INPUT_CONF_LINE, install_shader
+
+    src = tmp_path / "gen.glsl"
+    src.write_text(export_glsl(_fused(8)).text)
+    cfg = tmp_path / "mpv"
+    (cfg).mkdir()
+    (cfg / "input.conf").write_text("q quit\n")
+    for _ in range(2):
+        dst = install_shader(cfg, src)
+    assert dst == cfg / "shaders" / "srunet.glsl" and dst.read_text() == src.read_text()
+    assert (cfg / "input.conf").read_text().splitlines() == ["q quit", INPUT_CONF_LINE]

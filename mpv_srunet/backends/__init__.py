@@ -85,9 +85,10 @@ def create_backend(name: str, model: "SRUNet", **options: Any) -> Backend:
             continue
         try:
             backend = _factory(cand)(model, **options)
-        except BackendUnavailable as e:
-            reasons.append(str(e))
-            log.debug("auto: %s unavailable: %s", cand, e)
+        except (BackendError, TypeError) as e:
+            # unavailable here, or options meant for another runtime (e.g. precision="bf16" for torch-cpu)
+            reasons.append(f"{cand}: {e}")
+            log.debug("auto: skipping %s: %s", cand, e)
             continue
         log.info("auto: using backend %s", backend.name)
         return backend

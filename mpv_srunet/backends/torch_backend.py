@@ -1,4 +1,4 @@
-"""PyTorch on the CPU: the fused model, channels-last, fp32 or bf16.
+"""PyTorch on the CPU: the fused model, channels-last, fp32 or bf16, optionally compiled.
 
 bf16 (autocast) roughly doubles throughput on CPUs with AVX512-BF16/AMX; its
 quality cost is measured in the README ("CPU precision"). ``precision="auto"``
@@ -33,7 +33,8 @@ def cpu_has_native_bf16() -> bool:
 class TorchCPUBackend:
     """Fused SR-UNet in eager PyTorch on the CPU."""
 
-    def __init__(self, model: SRUNet, *, precision: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model: SRUNet, *, precision: str = "auto", threads: int | None = None,
+                 compile: bool = False) -> None:
         if precision not in PRECISIONS:
             raise BackendError(f"torch-cpu: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "auto":
@@ -44,6 +45,14 @@ class TorchCPUBackend:
         self.name = f"torch-cpu ({precision})"
         m = model if model.deploy else reparameterize_model(model)
         self._model = copy.deepcopy(m).eval().float().to(memory_format=torch.channels_last)
+        if compile:
+            # Inductor with frozen weights fuses ReLU into oneDNN convs and drops the concat copies:
+            # ~1.4x faster here, but the first frame of each size pays a compile of a minute or more.
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            self._model = torch.compile(self._model, dynamic=False)
+            self.name = f"torch-cpu ({precision}, compiled)"
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)

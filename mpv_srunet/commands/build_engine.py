@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opt-level", type=int, choices=range(0, 6), help="TensorRT builder optimization level")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid engine is cached")
     p.add_argument("--list", action="store_true", help="list cached engines and whether each runs on this machine")
+    p.add_argument("--prune", action="store_true", help="with --list: delete engines that are stale on this machine")
     p.add_argument("--onnx-out", metavar="PATH", help="only write the engine-ready ONNX (no TensorRT needed)")
     p.set_defaults(func=run)
 
@@ -64,11 +65,19 @@ def _list(args: argparse.Namespace) -> int:
     directory = _engine_dir(args)
     here = unavailable_reason(machine) or f"TensorRT {machine.trt_version}, {machine.gpu_name} (sm {machine.compute_capability})"
     print(f"engine cache: {directory}\nthis machine: {here}")
+    if args.prune and not machine.can_build:
+        from ..errors import UsageError
+
+        raise UsageError(f"--prune needs TensorRT and a GPU to judge engines by ({here}); nothing deleted")
     n = 0
     for e in list_engines(directory, machine):
         n += 1
         status = "ok" if e.usable else "stale: " + "; ".join(e.reasons)
         size_mb = e.path.stat().st_size / 2**20
+        if args.prune and not e.usable:
+            for extra in (e.path, *(e.path.with_suffix(s) for s in (".json", ".build.log"))):
+                extra.unlink(missing_ok=True)
+            status = "deleted (" + status + ")"
         print(f"  {e.path.name}  ({size_mb:.1f} MiB)  {status}")
     if not n:
         print("  (no engines)")

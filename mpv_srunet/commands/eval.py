@@ -113,6 +113,17 @@ def _candidates(args: argparse.Namespace) -> list:
     return unique_names(cands)
 
 
+def _require(*modules: str) -> None:
+    """One clear line when the eval extras are missing (they come with the [train] extra)."""
+    import importlib.util
+
+    from ..metrics import MetricUnavailable
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MetricUnavailable(f"eval needs {', '.join(missing)}; install with: pip install 'mpv-srunet[train]'")
+
+
 def run_protocol_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -124,6 +135,7 @@ def run_protocol_cmd(args: argparse.Namespace) -> int:
     from ..evaluation.report import markdown, write_csv, write_json, atomic_write
     from ..weights import sidecar_weights_for
 
+    _require("matplotlib", "pytorch_msssim", "PIL", "tqdm")
     size, crfs = parse_size(args.size), _crfs(args.crf)
     if args.frames < 0 or args.jobs < 1:
         raise UsageError("--frames must be >= 0 and --jobs >= 1")
@@ -189,6 +201,7 @@ def score_cmd(args: argparse.Namespace) -> int:
     from ..evaluation.report import _json_safe
     from ..errors import MediaError
 
+    _require("pytorch_msssim", "PIL")
     ref = load_reference(args.reference, None, args.frames or None)
     out = load_reference(args.output, None, args.frames or None)
     (h, w), (oh, ow) = ref.frames[0].shape[:2], out.frames[0].shape[:2]

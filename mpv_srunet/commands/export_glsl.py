@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run only when mpv upscales by more than this factor on both axes (default 1.4)",
     )
     p.add_argument(
+        "--variant", choices=("compute", "fragment"), default="compute",
+        help="compute (default): 16 channels per invocation, ~4x fewer texture fetches, needs compute "
+        "shaders (GL 4.3, Vulkan, D3D11); fragment: one pass per 4 channels, runs everywhere (e.g. macOS OpenGL)",
+    )
+    p.add_argument(
         "--max-binds", type=int, default=15,
         help="textures bound per pass (default 15: mpv's usable limit; lower only for testing)",
     )
@@ -29,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from ..glsl import MAX_BINDS, GlslOptions, export_glsl, shader_summary, write_text_atomic
+    from ..glsl import (
+        MAX_BINDS,
+        VO_GPU_PASS_BUDGET,
+        GlslOptions,
+        export_glsl,
+        shader_summary,
+        thrash_warning,
+        write_text_atomic,
+    )
     from ..weights import load_model
 
     out = Path(args.output).expanduser()
@@ -40,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.max_binds <= MAX_BINDS:
         raise UsageError(f"--max-binds {args.max_binds}: expected 2..{MAX_BINDS} (mpv fails silently above {MAX_BINDS})")
     model, info = load_model(args.weights, deploy=True)
-    shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale))
+    shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale, variant=args.variant))
     write_text_atomic(out, shader.text)
     print(f"{out}: {shader_summary(shader)}")
+    if len(shader.passes) > VO_GPU_PASS_BUDGET:
+        print(thrash_warning(shader))
     print(f"use: mpv --glsl-shaders={out} VIDEO   (active when mpv upscales by > {args.min_scale}x)")
     return 0

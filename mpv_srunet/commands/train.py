@@ -11,7 +11,6 @@ Needs the ``train`` extra (pytorch-msssim, matplotlib); see docs/training.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ _HELP = {
     "log_every": "write a log.csv row every N steps",
     "threads": "torch CPU threads",
     "seed": "random seed (patches, flips, init)",
-    "init": "'bicubic' (exact bicubic start) or a train-form weights file",
+    "init": "'bicubic' (exact bicubic start), a train-form weights file, or another run's checkpoint.pt (generator only)",
     "device": "auto, cpu or cuda",
     "bf16": "run the generator body under bfloat16 autocast (faster on CPUs with AVX-512 bf16)",
 }
@@ -71,6 +70,8 @@ def _register_prepare(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--crf", type=_crf_list, default=(23,), help="training CRF(s): 23, 18,23,28 or 18-30 (default 23)")
     p.add_argument("--val-crf", type=int, default=23, help="CRF of the validation split (default 23, the paper's)")
     p.add_argument("--gt-width", type=int, default=1920, help="downscale wider sources to this width (default 1920)")
+    p.add_argument("--min-downscale", type=float, default=1.0,
+                   help="downscale every image at least this much (1.5 averages away the JPEG blocks of photos; default 1)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of sources kept for validation (default 0.15)")
     p.add_argument("--x265-preset", default="medium", help="x265 preset (default medium)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -107,6 +108,9 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("output", type=Path, help="weights file to write (.safetensors)")
     p.add_argument("--eval", action="store_true", help="measure full-frame validation metrics (+ LPIPS-alex) into the metadata")
     p.add_argument("--half", action="store_true", help="store fp16 tensors (half the size)")
+    p.add_argument("--compare", type=Path, nargs="+", default=None, metavar="WEIGHTS",
+                   help="also measure these weights files (e.g. the authors' .pth) the same way; results go to RUN/export.json")
+    p.add_argument("--card", type=Path, default=None, help="also write a Markdown model card (implies --eval)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run_export)
 
@@ -114,7 +118,7 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from ..training.data import PrepareOptions, prepare
 
-    opts = PrepareOptions(crfs=tuple(args.crf), val_crf=args.val_crf, gt_width=args.gt_width,
+    opts = PrepareOptions(crfs=tuple(args.crf), val_crf=args.val_crf, gt_width=args.gt_width, min_downscale=args.min_downscale,
                           val_fraction=args.val_fraction, preset=args.x265_preset)
     rep = prepare(list(args.sources), args.out, opts, val_roots=args.val, force=args.force, progress=not args.no_progress)
     n_src = {k: len(v) for k, v in rep.sources.items()}
@@ -147,8 +151,12 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_run
 
-    meta = export_run(args.run_dir, args.output, evaluate_full=args.eval, half=args.half, threads=args.threads)
+    meta = export_run(args.run_dir, args.output, evaluate_full=args.eval or bool(args.compare) or args.card is not None, half=args.half,
+                      threads=args.threads, compare=args.compare, card=args.card)
     print(f"{args.output}: {args.output.stat().st_size / 1e6:.2f} MB, step {meta['training']['steps']}")
-    if "validation" in meta:
-        print(json.dumps(meta["validation"], indent=1))
+    for name, v in [("this model", meta.get("validation"))] + list((meta.get("compare") or {}).items()):
+        if v:
+            lp = f", LPIPS-alex {v['lpips_alex']:.4f} (bicubic {v['bicubic_lpips_alex']:.4f})" if v.get("lpips_alex") is not None else ""
+            print(f"  {name}: PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), "
+                  f"SSIM-Y {v['ssim_y']:.4f} ({v['bicubic_ssim_y']:.4f}){lp} over {v['n']} validation frames")
     return 0

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt (default: auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="torch-cpu precision (default auto: bf16 where the CPU has native bf16)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch-cpu: compile the model with TorchInductor (~1.4x faster after a one-off compile of a minute or more)")
     p.add_argument("--codec", default="libx265", help=f"video encoder (default libx265; e.g. {', '.join(VIDEO_CODECS)})")
     p.add_argument("--crf", type=int, default=18, help="x265/x264 quality (default 18)")
     p.add_argument("--preset", default="medium", help="x265/x264 preset (default medium)")
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
     if not 0 <= args.crf <= 51:
         raise UsageError(f"--crf {args.crf}: expected 0..51")
-    backend_opts = {"precision": args.precision} if args.precision else {}
+    backend_opts: dict = {"precision": args.precision} if args.precision else {}
+    if args.compile:
+        backend_opts["compile"] = True
     opts = UpscaleOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
                           batch_size=max(1, args.batch), progress=not args.no_progress and sys.stderr.isatty())
     with Upscaler(args.weights, backend=args.backend, batch_size=opts.batch_size, **backend_opts) as up:

@@ -33,7 +33,7 @@ def rd_plot(res: EvalResults, metric: str, path: Path) -> bool:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=cand)
         for x, y, crf in pts:
             ax.annotate(f"{crf}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    ax.set_xlabel("bitrate of the half-size H.265 stream (kbit/s)")
+    ax.set_xlabel("bitrate of the encoded H.265 stream (kbit/s)")
     ax.set_ylabel(_HEAD[metric] + (" (lower is better)" if metric == "lpips" else ""))
     ax.set_title(f"Rate-distortion, {_HEAD[metric]} ({video}; labels: CRF)")
     ax.grid(True, alpha=0.3)

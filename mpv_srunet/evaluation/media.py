@@ -15,6 +15,8 @@ import numpy as np
 
 from ..errors import MediaError, UsageError
 
+#: The ground truth is held in memory (every candidate is compared with it): refuse beyond this.
+MAX_BYTES = 8 << 30
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -78,6 +80,9 @@ def load_reference(path: str, size: tuple[int, int] | None, max_frames: int | No
     frames, fps = [], 24.0
     for rgb, fps in _decode_video(p, max_frames):
         frames.append(fit_to_size(rgb, size, str(p)))
+        if len(frames) * frames[0].nbytes > MAX_BYTES:
+            raise MediaError(f"{path}: more than {MAX_BYTES >> 30} GiB of frames at {frames[0].shape[1]}x"
+                             f"{frames[0].shape[0]} ({len(frames)} frames); evaluate a part with --frames N")
     if not frames:
         raise MediaError(f"{path}: no decodable video frames")
     return Reference(p.stem, str(p), frames, fps, len(frames) > 1)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from ..errors import SRUNetError
 from ..filter import FrameColour, frame_colour
 from .render import VARIANTS, FrameRenderer, FrameStore, RenderStats
-from .source import FrameSource, SourceInfo, is_url, probe
+from .source import EndOfStream, FrameSource, SourceInfo, is_url, probe
 from .y4m import Y4MLayout
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,14 @@ class Media:
             if variant not in self._stores:
                 src = FrameSource(self.info)
                 r = FrameRenderer(src, self.upscaler, self.layout, self.colour, variant, self.stats, self._infer_lock)
-                self._stores[variant] = (FrameStore(r.render, self.info.frames), src)
+                self._stores[variant] = (FrameStore(r.render, self.info.frames, on_close=src.close), src)
             return self._stores[variant][0]
 
     def close(self) -> None:
+        """Stop rendering; each decoder closes on its render thread once the current frame is done."""
         with self._lock:
-            for store, src in self._stores.values():
+            for store, _src in self._stores.values():
                 store.close()
-                src.close()
             self._stores.clear()
 
     def chunks(self, variant: str, offset: int, end: int | None, cancelled: Any) -> Iterator[memoryview]:
@@ -116,7 +116,10 @@ class Media:
             k, intra = self.layout.locate(pos)
             if self.layout.frames is not None and k >= self.layout.frames:
                 return
-            rec = store.get(k, cancelled)
+            try:
+                rec = store.get(k, cancelled)
+            except EndOfStream:
+                return
             stop = len(rec) if end is None else min(len(rec), intra + end - pos)
             yield memoryview(rec)[intra:stop]
             pos += stop - intra

@@ -74,11 +74,21 @@ class StreamProtocol:
 
         self._mpv, self._media = mpv, media
         self._streams: dict[int, tuple[_Y4MStream, Any]] = {}
+        self._retired: list[tuple[_Y4MStream, Any]] = []
         self._next = 1
         self._open_cb = mpv.StreamOpenFn(self._open)
         mpv._mpv_stream_cb_add_ro(player.handle, PROTOCOL.encode(), None, self._open_cb)
 
+    def _retire(self, cookie: int) -> None:
+        """Called from the close callback itself, so its ctypes objects must outlive this call:
+        they are freed at the next open, never while libmpv may still be running them."""
+        entry = self._streams.pop(cookie, None)
+        if entry is not None:
+            entry[0].cancelled.set()
+            self._retired.append(entry)
+
     def _open(self, _userdata: Any, uri: bytes, info: Any) -> int:
+        self._retired.clear()
         try:
             media_id, variant = uri.decode()[len(PROTOCOL) + 3:].split("/", 1)
             stream = _Y4MStream(self._media[media_id], variant)
@@ -100,7 +110,7 @@ class StreamProtocol:
             mpv.StreamReadFn(read),
             mpv.StreamSeekFn(lambda _c, off: stream.seek(off)),
             mpv.StreamSizeFn(lambda _c: stream.media.layout.size or -1),
-            mpv.StreamCloseFn(lambda _c: self._streams.pop(cookie, None) and None),
+            mpv.StreamCloseFn(lambda _c: self._retire(cookie)),
             mpv.StreamCancelFn(lambda _c: stream.cancelled.set()),
         )
         c = info.contents
@@ -150,6 +160,7 @@ class SRUNetPlayer:
 
         self.opts = opts
         self.enabled, self.compare = opts.enabled, opts.compare
+        self._closed = threading.Event()
         kw: dict[str, Any] = {k.replace("-", "_"): v for k, v in opts.mpv_options.items()}
         if opts.mpv_log_level:
             kw.update(loglevel=opts.mpv_log_level, log_handler=_forward_mpv_log)
@@ -166,7 +177,6 @@ class SRUNetPlayer:
         self._bypass = False
         self._n = 0
         self._slow = 0
-        self._closed = threading.Event()
         self._started = threading.Event()
         self._hook_add, self._hook_continue = _hook_api(mpv)
         self.player.register_event_callback(self._on_event)
@@ -174,7 +184,8 @@ class SRUNetPlayer:
         self.player.register_message_handler("srunet", self._on_message)
         for key, action in DEFAULT_KEYS.items():
             self.player.register_key_binding(key, f"script-message srunet {action}", mode="default")
-        threading.Thread(target=self._monitor, name="srunet-monitor", daemon=True).start()
+        self._monitor_thread = threading.Thread(target=self._monitor, name="srunet-monitor", daemon=True)
+        self._monitor_thread.start()
 
     # ------------------------------------------------------------------ events
     def _on_event(self, event: Any) -> None:
@@ -209,8 +220,9 @@ class SRUNetPlayer:
         log.info("%s", text)
         self._try(self.player.command, "show-text", f"SR-UNet: {text}", int(secs * 1000))
 
-    @staticmethod
-    def _try(fn: Any, *args: Any) -> Any:
+    def _try(self, fn: Any, *args: Any) -> Any:
+        if self._closed.is_set():  # the handle is (being) destroyed: calling into libmpv would crash
+            return None
         try:
             return fn(*args)
         except Exception as e:  # the core may be shutting down
@@ -224,15 +236,29 @@ class SRUNetPlayer:
 
     # ------------------------------------------------------------------ on_load
     def _on_load(self, hook_id: int) -> None:
-        try:
-            self._prepare_entry()
-        except Exception as e:  # never leave mpv waiting on the hook
-            log.exception("on_load failed")
-            self.osd(f"off for this file: {e}", 6)
-        finally:
+        """Prepare the entry on a worker; continue the hook when done, or at once if playback is aborted
+        (mpv waits for the hook even when the user quits)."""
+        done, abandoned = threading.Event(), threading.Event()
+
+        def work() -> None:
+            try:
+                self._prepare_entry(abandoned)
+            except Exception as e:  # never leave mpv waiting on the hook
+                log.exception("on_load failed")
+                self.osd(f"off for this file: {e}", 6)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="srunet-register", daemon=True).start()
+        while not done.wait(0.1):
+            if self._try(getattr, self.player, "playback_abort"):
+                log.info("playback aborted while preparing the upscaled stream")
+                abandoned.set()
+                break
+        if not self._closed.is_set():
             self._hook_continue(self.player._event_handle, hook_id)
 
-    def _prepare_entry(self) -> None:
+    def _prepare_entry(self, abandoned: threading.Event) -> None:
         p = self.player
         if self._resume is not None:
             self._local("start", str(self._resume))
@@ -252,6 +278,9 @@ class SRUNetPlayer:
                                    backend=self.opts.backend, use_sidecar=self.opts.sidecar)
         except SRUNetError as e:
             self.osd(f"off for this file: {e}", 6)
+            return
+        if abandoned.is_set():  # the user moved on while we were loading
+            media.close()
             return
         why = self._skip_reason(media, ms)
         if why:
@@ -290,6 +319,8 @@ class SRUNetPlayer:
         ahead = max(4, int(d["fps"] * self.opts.readahead_secs + 0.999))
         self._local("demuxer-max-bytes", str(d["frame_bytes"] * ahead))
         self._local("demuxer-max-back-bytes", str(d["frame_bytes"] * int(d["fps"] + 0.999)))
+        if self.opts.policy == "wait":  # resume after a few frames, not mpv's default second
+            self._local("cache-pause-wait", str(3 / d["fps"]))
         self._try(p.command, "vf", "pre",
                   f"@srunet-colour:format=colormatrix={d['colormatrix']}:colorlevels={d['colorlevels']}")
         p._set_property("stream-open-filename", f"{PROTOCOL}://{media.id}/{variant}")
@@ -346,6 +377,10 @@ class SRUNetPlayer:
 
     def close(self) -> None:
         self._closed.set()
-        self._try(self.player.terminate)
+        self._monitor_thread.join(5)
+        try:
+            self.player.terminate()
+        except Exception as e:  # already shut down by the user (q)
+            log.debug("terminate: %s", e)
         for m in list(self.media.values()):
             m.close()

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..filter import FrameColour, float_to_uint8, frame_to_float
-from .source import FrameSource
+from ..filter import FrameColour, frame_to_float
+from .source import EndOfStream, FrameSource
 from .y4m import FRAME_TAG, Y4MLayout
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,27 @@ class RenderStats:
         self.updated = time.monotonic()
 
 
-def rgb_to_yuv420(rgb: np.ndarray, colour: FrameColour, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB -> (H*3/2, W) yuv420p planes with ``colour``'s matrix and range, cropped to ``size``."""
+def float_to_yuv420(y: np.ndarray, colour: FrameColour, size: tuple[int, int]) -> np.ndarray:
+    """float32 CHW RGB in [-1, 1] -> (H*3/2, W) yuv420p planes with ``colour``'s matrix and range.
+
+    The hand-off hot path at 1080p: one fused pass scales, rounds and writes each channel
+    straight into a planar GBR frame (no HWC transpose, no temporary uint8 image), then
+    swscale converts to 4:2:0. Same result as ``float_to_uint8`` + rgb24 conversion
+    (rounding half up instead of half to even).
+    """
     import av
 
     w, h = size
-    f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
-    out = f.reformat(
+    if not y.flags.writeable:
+        y = y.copy()
+    np.clip(y, -1.0, 1.0, out=y)
+    np.multiply(y, 127.5, out=y)
+    np.add(y, 128.0, out=y)  # (y + 1) * 127.5 + 0.5: truncation below rounds to nearest
+    frame = av.VideoFrame(w, h, "gbrp")
+    for plane, ch in zip(frame.planes, (1, 2, 0)):  # planes are G, B, R
+        dst = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, :w]
+        np.copyto(dst, y[ch, :h, :w], casting="unsafe")
+    out = frame.reformat(
         format="yuv420p", src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
         src_color_range="JPEG", dst_color_range=colour.range,
     )
@@ -119,7 +133,7 @@ class FrameRenderer:
             self.stats.fallback = True
             log.error("SR-UNet backend failed, serving bicubic frames: %s", self.stats.error)
             return None
-        return rgb_to_yuv420(float_to_uint8(y.transpose(1, 2, 0)), self.colour, self._size)
+        return float_to_yuv420(y, self.colour, self._size)
 
     def render(self, index: int) -> bytes:
         t0 = time.perf_counter()
@@ -152,8 +166,10 @@ class FrameStore:
     after a seek in its cache) without rendering twice.
     """
 
-    def __init__(self, render: Callable[[int], bytes], frames: int | None, ahead: int = 2, keep: int = 3) -> None:
+    def __init__(self, render: Callable[[int], bytes], frames: int | None, ahead: int = 2, keep: int = 3,
+                 on_close: Callable[[], None] = lambda: None) -> None:
         self._render, self._frames, self._ahead, self._keep = render, frames, ahead, keep
+        self._on_close = on_close  # runs on the render thread (or here if it never started): never mid-render
         self._cond = threading.Condition()
         self._cache: OrderedDict[int, bytes | BaseException] = OrderedDict()
         self._want = 0
@@ -161,9 +177,15 @@ class FrameStore:
         self._thread: threading.Thread | None = None
 
     def close(self) -> None:
+        """Stop rendering; the decoder is released once the frame being rendered (if any) is done."""
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
+            started = self._thread is not None
             self._cond.notify_all()
+        if not started:
+            self._on_close()
 
     def _target(self) -> int | None:
         last = self._want + self._ahead
@@ -179,6 +201,12 @@ class FrameStore:
             del self._cache[k]
 
     def _work(self) -> None:
+        try:
+            self._work_loop()
+        finally:
+            self._on_close()
+
+    def _work_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._closed and (target := self._target()) is None:
@@ -188,7 +216,8 @@ class FrameStore:
             try:
                 value: bytes | BaseException = self._render(target)
             except Exception as e:  # delivered to the reader, which closes its stream
-                log.error("frame %d: %s: %s", target, type(e).__name__, e)
+                if not isinstance(e, EndOfStream):
+                    log.error("frame %d: %s: %s", target, type(e).__name__, e)
                 value = e
             with self._cond:
                 self._cache[target] = value
@@ -198,7 +227,7 @@ class FrameStore:
     def get(self, index: int, cancelled: Callable[[], bool] = lambda: False) -> bytes:
         """Record of frame ``index``; waits for the worker. Raises Cancelled or the render error."""
         with self._cond:
-            if self._thread is None:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._work, name="srunet-render", daemon=True)
                 self._thread.start()
             self._want = index

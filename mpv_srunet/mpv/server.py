@@ -51,13 +51,22 @@ POLL_S = 0.02
 STATS_EVERY_S = 0.25
 
 
+#: Held by every write into the control directory and by the exit path, so that the
+#: directory is never removed while a file is being written into it.
+_WRITE_LOCK = threading.Lock()
+_EXITING = False
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON readable by the owner only, renamed into place (the reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    with _WRITE_LOCK:
+        if _EXITING:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
 
 
 class FrameServer:
@@ -263,8 +272,16 @@ def _watchdog(parent: int, mpv_pid: int | None, control_dir: Path) -> None:
         time.sleep(0.25)
 
 
+_READY_FILE: Path | None = None  # removed at exit too, in case mpv died before reading it
+
+
 def _exit(control_dir: Path, code: int) -> None:
+    global _EXITING
+    if _WRITE_LOCK.acquire(timeout=2.0):
+        _EXITING = True
     shutil.rmtree(control_dir, ignore_errors=True)
+    if _READY_FILE is not None:
+        _READY_FILE.unlink(missing_ok=True)
     logging.shutdown()
     os._exit(code)  # no waiting on render threads blocked in the model or a socket
 
@@ -296,7 +313,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _READY_FILE
     args = parse_args(argv)
+    _READY_FILE = Path(args.ready_file)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="srunet-server %(levelname)s: %(message)s", stream=sys.stderr)
     parent = os.getppid()

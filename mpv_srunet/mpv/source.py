@@ -29,6 +29,10 @@ def is_url(s: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", s) is not None
 
 
+class EndOfStream(Exception):
+    """A live source has no more frames: the served stream ends there."""
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """What the frame server needs to know about a source before serving it."""
@@ -139,10 +143,22 @@ class FrameSource:
         if self._it is None:
             self._it = self._container.decode(self._stream)
         try:
-            return next(self._it)
+            frame = next(self._it)
         except StopIteration:
             self._eof = True
             return None
+        except Exception as e:  # I/O or data error (a live stream's end is often one): drain the decoder
+            if self._eof:
+                return None
+            log.warning("%s: %s: %s; ending at the frames decoded so far", self.info.url, type(e).__name__, e)
+            self._eof = True
+            try:
+                rest = list(self._stream.codec_context.decode(None))
+            except Exception:  # the decoder may be unusable too
+                rest = []
+            self._it = iter(rest)
+            return next(self._it, None)
+        return frame
 
     def _seek(self, t: float) -> None:
         target = int((t + self.info.start_time) / float(self._stream.time_base))
@@ -172,11 +188,12 @@ class FrameSource:
 
     def _live_next(self) -> Any:
         frame = self._pull()
-        if frame is not None:
-            self._cur = frame
-        if self._cur is None:
-            raise MediaError(f"{self.info.url}: the stream ended before its first video frame")
-        return self._cur
+        if frame is None:
+            if self._cur is None:
+                raise MediaError(f"{self.info.url}: the stream ended before its first video frame")
+            raise EndOfStream(self.info.url)
+        self._cur = frame
+        return frame
 
     @property
     def ended(self) -> bool:

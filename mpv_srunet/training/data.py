@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+from fractions import Fraction
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -61,6 +62,7 @@ class PrepareOptions:
     crfs: tuple[int, ...] = (23,)  # training CRFs; the paper uses 23, a range (18..30) adds robustness
     val_crf: int = 23  # the validation split is encoded at this CRF only (the paper's setting)
     gt_width: int = 1920  # wider sources are Lanczos-downscaled to this width
+    min_downscale: float = 1.0  # training images are downscaled at least this much (1.5: averages away JPEG blocks)
     val_fraction: float = 0.15  # share of sources (by name hash) kept for validation
     val_max_gt: tuple[int, int] = (1920, 1080)  # validation GT is centre-cropped to at most W x H (1080p)
     min_gt: int = 192  # sources smaller than this (a 96x96 input patch) are skipped
@@ -179,10 +181,22 @@ def iter_video_frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------- degradation
 
 
+def _sws_flags():  # -> av Interpolation flags
+    """Bicubic scaling, accurate rounding and full chroma interpolation, as the player's filter uses.
+
+    swscale's default (fast) 4:2:0 -> RGB path darkens real photos by 1-2 levels on
+    average; pairs made with it would teach the model to brighten every frame. These
+    are the flags of :func:`mpv_srunet.filter._sws_flags`, so training and playback
+    convert colour identically.
+    """
+    from av.video.reformatter import Interpolation as I
+
+    return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT | I.FULL_CHR_H_INP
+
+
 def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
     """RGB -> x2 bicubic-downscaled YUV 4:2:0, BT.709 limited range, in one swscale call."""
     import av
-    from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
     h, w = rgb.shape[:2]
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -190,17 +204,18 @@ def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
         width=w // 2,
         height=h // 2,
         format="yuv420p",
-        interpolation=Interpolation.BICUBIC,
-        dst_colorspace=Colorspace.ITU709,
-        dst_color_range=ColorRange.MPEG,
+        interpolation=_sws_flags(),
+        src_colorspace="itu709",
+        dst_colorspace="itu709",
+        src_color_range="JPEG",
+        dst_color_range="MPEG",
     )
 
 
 def _yuv_to_rgb(frame) -> np.ndarray:
-    from av.video.reformatter import ColorRange, Colorspace
-
-    out = frame.reformat(format="rgb24", src_colorspace=Colorspace.ITU709, src_color_range=ColorRange.MPEG)
-    return out.to_ndarray()
+    return frame.to_ndarray(
+        format="rgb24", src_colorspace="itu709", src_color_range="MPEG", dst_color_range="JPEG", interpolation=_sws_flags()
+    )
 
 
 def plain_downscale(rgb: np.ndarray) -> np.ndarray:
@@ -212,14 +227,30 @@ def x265_roundtrip(frames: list[np.ndarray], crf: int, preset: str = "medium", f
     """Downscale x2, encode with libx265 at ``crf``, decode: the paper's degraded inputs.
 
     ``frames`` are same-sized RGB uint8 ground-truth frames (H, W multiples of 4);
-    one call is one clip, so frames after the first may be P/B frames.
+    one call is one clip, so frames after the first may be P/B frames. A failed
+    encode is retried once (a rare muxer error seen under heavy load), then reported
+    as a MediaError so ``prepare`` skips and counts that source.
     """
+    import av
+
+    for attempt in (1, 2):
+        try:
+            return _x265_once(frames, crf, preset, fps)
+        except av.FFmpegError as e:
+            if attempt == 2:
+                raise MediaError(f"libx265 round trip failed at CRF {crf} ({e})") from None
+            log.warning("libx265 round trip failed (%s); retrying once", e)
+    raise AssertionError("unreachable")
+
+
+def _x265_once(frames: list[np.ndarray], crf: int, preset: str, fps: int) -> list[np.ndarray]:
+    """One encode/decode through an in-memory raw HEVC (Annex B) stream: no muxer timestamps."""
     import av
     from av.video.reformatter import ColorRange, Colorspace
 
     h, w = frames[0].shape[:2]
     buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as out:
+    with av.open(buf, "w", format="hevc") as out:
         stream = out.add_stream("libx265", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w // 2, h // 2, "yuv420p"
         stream.codec_context.colorspace = Colorspace.ITU709
@@ -227,13 +258,13 @@ def x265_roundtrip(frames: list[np.ndarray], crf: int, preset: str = "medium", f
         stream.options = {"crf": str(int(crf)), "preset": preset, "x265-params": "log-level=error"}
         for i, rgb in enumerate(frames):
             yuv = _to_yuv_half(rgb)
-            yuv.pts = i
+            yuv.pts, yuv.time_base = i, Fraction(1, fps)
             for packet in stream.encode(yuv):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     buf.seek(0)
-    with av.open(buf) as inp:
+    with av.open(buf, format="hevc") as inp:
         decoded = [_yuv_to_rgb(f) for f in inp.decode(video=0)]
     if len(decoded) != len(frames):
         raise MediaError(f"x265 round trip returned {len(decoded)} frames for {len(frames)}")
@@ -287,13 +318,16 @@ class _SplitWriter:
 def _gt_frames(path: Path, split: str, opts: PrepareOptions) -> tuple[str, list[np.ndarray]]:
     """(kind, ground-truth frames) of one source; MediaError when unreadable or too small."""
     max_wh = opts.val_max_gt if split == "val" else None
+    width = opts.gt_width
     if path.suffix.lower() in IMAGE_EXTS:
         kind, frames = "image", [load_image(path)]
+        if split == "train":  # validation stays at the 1080p protocol
+            width = min(width, int(frames[0].shape[1] / max(opts.min_downscale, 1.0)))
     else:
         kind, frames = "video", list(iter_video_frames(path, opts.video_max_frames))
         if not frames:
             raise MediaError(f"{path}: no decodable frames")
-    frames = [crop_multiple(fit_width(f, opts.gt_width), max_wh=max_wh) for f in frames]
+    frames = [crop_multiple(fit_width(f, width), max_wh=max_wh) for f in frames]
     h, w = frames[0].shape[:2]
     if min(h, w) < opts.min_gt:
         raise MediaError(f"{path}: {w}x{h} is smaller than one {opts.min_gt}x{opts.min_gt} training patch")
@@ -323,8 +357,9 @@ def prepare(
 ) -> PrepareReport:
     """Build the pair store ``out`` from the images/videos under ``roots``.
 
-    With ``val_roots`` the validation split is exactly those files (and ``roots``
-    are all training); otherwise it is chosen by :func:`split_of`.
+    With ``val_roots`` the validation split is exactly those files, and files of
+    ``roots`` showing the same pictures are left out of training; otherwise the
+    split is chosen by :func:`split_of`.
 
     Written into a temporary sibling folder and renamed at the end, so a failure or
     Ctrl-C never leaves a half-written store. Unreadable or too-small files are
@@ -333,7 +368,10 @@ def prepare(
     from tqdm import tqdm
 
     if val_roots:
-        sources = [(p, "train") for p in find_sources(roots)] + [(p, "val") for p in find_sources(val_roots)]
+        val = find_sources(val_roots)
+        held_out = {source_group(p) for p in val}  # also keeps other resolutions of a val picture out
+        train = [p for p in find_sources(roots) if source_group(p) not in held_out]
+        sources = [(p, "train") for p in train] + [(p, "val") for p in val]
     else:
         sources = [(p, split_of(p, opts.val_fraction)) for p in find_sources(roots)]
     empty_dir = out.is_dir() and not any(out.iterdir())

@@ -10,7 +10,9 @@ upscaled with torch's bicubic (what the model's own residual path computes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from .data import PairStore
 
 def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N)HWC RGB -> float NCHW in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb))
+    t = torch.from_numpy(np.array(rgb, dtype=np.uint8))  # a copy: memory-mapped pairs are read-only
     if t.ndim == 3:
         t = t[None]
     return t.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -55,9 +57,13 @@ class ValResult:
     bicubic_psnr_y: float
     bicubic_ssim_y: float
     bicubic_lpips_alex: float | None
+    per_image: list[dict[str, float]] = field(default_factory=list, repr=False)
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return dict(self.__dict__)
+    def as_dict(self, per_image: bool = False) -> dict[str, object]:
+        d = dict(self.__dict__)
+        if not per_image:
+            d.pop("per_image")
+        return d
 
 
 def centre_crop_pair(lr: np.ndarray, gt: np.ndarray, crop: int, scale: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -91,4 +97,6 @@ def evaluate(model: torch.nn.Module, store: PairStore, *, crop: int = 0, lpips_a
     arr[~np.isfinite(arr)] = np.nan
     m = np.nanmean(arr, axis=0) if rows else np.full(6, np.nan)
     lp = (float(m[4]), float(m[5])) if lpips_alex is not None and rows else (None, None)
-    return ValResult(len(rows), float(m[0]), float(m[1]), lp[0], float(m[2]), float(m[3]), lp[1])
+    names = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "lpips_alex", "bicubic_lpips_alex")
+    per = [{"source": Path(store.source(i)).name, **dict(zip(names, r))} for i, r in enumerate(rows)]
+    return ValResult(len(rows), float(m[0]), float(m[1]), lp[0], float(m[2]), float(m[3]), lp[1], per)

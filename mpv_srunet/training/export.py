@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from ..errors import UsageError
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import save_weights
+from ..weights import load_model, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -40,14 +41,28 @@ def full_validation(model: torch.nn.Module, data: str | Path, *, lpips: bool = T
             lp = LPIPS("alex")
         except MetricUnavailable:
             lp = None
-    res = evaluate(model, store, crop=0, lpips_alex=lp).as_dict()
+    res = evaluate(model, store, crop=0, lpips_alex=lp).as_dict(per_image=True)
     res["crf"] = sorted({store.crf(i) for i in range(len(store))})
     res["sources"] = sorted({Path(store.source(i)).name for i in range(len(store))})
     return res
 
 
-def export_run(run: Path, out: Path, *, evaluate_full: bool = False, half: bool = False, threads: int = 1) -> dict[str, Any]:
-    """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata."""
+def export_run(
+    run: Path,
+    out: Path,
+    *,
+    evaluate_full: bool = False,
+    half: bool = False,
+    threads: int = 1,
+    compare: list[Path] | None = None,
+    card: Path | None = None,
+) -> dict[str, Any]:
+    """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata.
+
+    ``compare``: other weights files (e.g. the authors' checkpoint) measured the same
+    way; their numbers go to ``RUN/export.json`` only, never into the weights file.
+    ``card``: also write a Markdown model card there (see :func:`model_card`).
+    """
     if out.suffix != ".safetensors":
         raise UsageError(f"{out}: expected a .safetensors output path")
     torch.set_num_threads(max(1, threads))
@@ -64,6 +79,7 @@ def export_run(run: Path, out: Path, *, evaluate_full: bool = False, half: bool 
             "loss": "L1 + (1-SSIM) warm start" + ("" if cfg["warm_steps"] >= st["step"] else ", then LPIPS(VGG) + (1-SSIM) + 1e-3 BCE"),
         },
         "training": {
+            "preset": cfg["preset"],
             "steps": int(st["step"]),
             "seconds": round(float(st["elapsed"]), 1),
             "batch": cfg["batch"],
@@ -74,11 +90,36 @@ def export_run(run: Path, out: Path, *, evaluate_full: bool = False, half: bool 
         },
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    prior = _prior_runs(cfg.get("init"))
+    if prior:
+        meta["provenance"]["earlier_stages"] = prior
+        meta["training"]["total_steps"] = int(st["step"]) + sum(r["steps"] for r in prior)
+        meta["training"]["total_seconds"] = round(float(st["elapsed"]) + sum(r["seconds"] for r in prior), 1)
     if evaluate_full:
         meta["validation"] = full_validation(deploy, cfg["data"])
     save_weights(out, deploy, meta, half=half)
-    (run_dir / "export.json").write_text(json.dumps(meta, indent=1))
-    return meta
+    report = dict(meta, half=half)
+    if compare:
+        report["compare"] = {str(p): full_validation(load_model(p)[0], cfg["data"]) for p in compare}
+    (run_dir / "export.json").write_text(json.dumps(report, indent=1))
+    if card is not None:
+        text = model_card(report, out)
+        tmp = card.with_name(f".{card.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, card)
+    return report
+
+
+def _prior_runs(init: str | None) -> list[dict[str, Any]]:
+    """The chain of runs this one started from (``--init RUN/checkpoint.pt``), oldest first."""
+    chain: list[dict[str, Any]] = []
+    while init and init.endswith(".pt") and Path(init).is_file() and len(chain) < 16:
+        st = load_checkpoint(Path(init))
+        c = st["config"]
+        chain.insert(0, {"checkpoint": init, "steps": int(st["step"]), "seconds": round(float(st["elapsed"]), 1),
+                         "data": c["data"], "batch": c["batch"], "patch": c["patch"], "lr": c["warm_lr"], "init": c.get("init")})
+        init = c.get("init")
+    return chain
 
 
 def _data_meta(folder: Path) -> dict[str, Any]:
@@ -93,3 +134,84 @@ def _data_meta(folder: Path) -> dict[str, Any]:
         "degradation": m.get("degradation"),
         "sources": {"train": sum(s["split"] == "train" for s in m["sources"]), "val": [Path(s["path"]).name for s in m["sources"] if s["split"] == "val"]},
     }
+
+
+def _fmt(v: Any, nd: int) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def _result_rows(report: dict[str, Any]) -> list[str]:
+    v = report.get("validation") or {}
+    rows = [f"| H.265 + bicubic | {_fmt(v.get('bicubic_psnr_y'), 3)} | {_fmt(v.get('bicubic_ssim_y'), 4)} | {_fmt(v.get('bicubic_lpips_alex'), 4)} |",
+            f"| **this model** | {_fmt(v.get('psnr_y'), 3)} | {_fmt(v.get('ssim_y'), 4)} | {_fmt(v.get('lpips_alex'), 4)} |"]
+    for name, c in (report.get("compare") or {}).items():
+        rows.append(f"| {Path(name).name} (comparison only) | {_fmt(c.get('psnr_y'), 3)} | {_fmt(c.get('ssim_y'), 4)} | {_fmt(c.get('lpips_alex'), 4)} |")
+    return rows
+
+
+def _per_image_rows(report: dict[str, Any]) -> list[str]:
+    ours = (report.get("validation") or {}).get("per_image") or []
+    others = [c.get("per_image") or [] for c in (report.get("compare") or {}).values()]
+    rows = []
+    for i, r in enumerate(ours):
+        cells = [r["source"], f"{r['bicubic_psnr_y']:.2f} / {r.get('bicubic_lpips_alex', float('nan')):.3f}",
+                 f"{r['psnr_y']:.2f} / {r.get('lpips_alex', float('nan')):.3f}"]
+        cells += [f"{o[i]['psnr_y']:.2f} / {o[i].get('lpips_alex', float('nan')):.3f}" for o in others if i < len(o)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _init_text(p: dict[str, Any]) -> str:
+    if p.get("init") == "bicubic":
+        return "bicubic (zero `conv_last`: the model starts as exactly H.265 + bicubic)"
+    chain = p.get("earlier_stages")
+    if not chain:
+        return str(p.get("init"))
+    parts = [f"{r['steps']} steps ({r['seconds'] / 3600:.2f} h, batch {r['batch']}, lr {r['lr']}, data `{Path(r['data']).name}`)" for r in chain]
+    return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)
+
+
+def model_card(report: dict[str, Any], weights: Path) -> str:
+    """Markdown model card from an :func:`export_run` report (numbers only from measurements)."""
+    t, p = report["training"], report["provenance"]
+    d = p.get("data") or {}
+    v = report.get("validation") or {}
+    lines = [
+        f"# Model card: `{weights.name}`",
+        "",
+        f"SR-UNet (Vaccaro et al., ACM MM 2021), preset `{t.get('preset')}`, x2, fused deploy form, "
+        f"{'fp16' if report.get('half') else 'fp32'}, {weights.stat().st_size / 1e6:.2f} MB.",
+        "Trained here with `mpv-srunet train` (docs/training.md); exported with `mpv-srunet train export`.",
+        "",
+        "## Data",
+        f"* Training: {d.get('sources', {}).get('train')} real sources (Debian lomiri-wallpapers-16.04, mate-backgrounds, "
+        "lxqt-themes photos and graphics; opencv-doc vtest.avi), "
+        f"{(d.get('pairs') or {}).get('train')} pairs at CRF {d.get('crfs')}.",
+        f"* Degradation: {d.get('degradation')}.",
+        f"* Validation (never trained on, other resolutions of these pictures excluded too): {', '.join(d.get('sources', {}).get('val') or [])}; "
+        f"ground truth centre-cropped to 1920x1080, input 960x540 at CRF {d.get('val_crf')}.",
+        "",
+        "## Training",
+        f"* {t['steps']} steps of batch {t['batch']} ({t['patch']}x{t['patch']} input / {2 * t['patch']}x{2 * t['patch']} target patches, hflip only), "
+        f"Adam lr {t['lr']}, bf16 body: {t['bf16']}.",
+        f"* Loss: {p.get('loss')}. Init: {_init_text(p)}.",
+        f"* Time: {t['seconds'] / 3600:.2f} h of training steps ({t['steps'] / max(t['seconds'], 1e-9):.3f} steps/s) on {t['hardware']}, "
+        "on a machine shared with other jobs.",
+        *([f"* In all, with the earlier stages: {t['total_steps']} steps, {t['total_seconds'] / 3600:.2f} h."] if t.get("total_steps") else []),
+        "",
+        f"## Validation ({v.get('n')} frames, 540p -> 1080p, full frames, metrics of `mpv_srunet.metrics`)",
+        "",
+        "PSNR-Y / SSIM-Y: BT.709 limited-range luma, mean over frames. LPIPS-alex: v0.1, RGB, lower is better.",
+        "",
+        "| method | PSNR-Y (dB) | SSIM-Y | LPIPS-alex |",
+        "|---|---|---|---|",
+        *_result_rows(report),
+        "",
+        "Per image, PSNR-Y / LPIPS-alex (bicubic | this model | comparison):",
+        "",
+        "| image | H.265 + bicubic | this model | " + " | ".join(Path(n).name for n in (report.get("compare") or {})) + " |",
+        "|---|---|---|" + "---|" * len(report.get("compare") or {}),
+        *_per_image_rows(report),
+        "",
+    ]
+    return "\n".join(lines)

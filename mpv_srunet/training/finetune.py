@@ -149,7 +149,8 @@ def finetune_video(video: Path, out: Path | None = None, opts: FinetuneOptions =
     model = base_model(opts)
     size = fp16_size(model)
     if size > opts.max_bytes:
-        raise UsageError(f"preset {opts.preset!r} needs {size / 1e6:.2f} MB in fp16, over the {opts.max_bytes / 1e6:.2f} MB budget; use --preset lite")
+        what = f"--base {opts.base}" if opts.base else f"preset {opts.preset!r}"
+        raise UsageError(f"{what} needs {size / 1e6:.2f} MB in fp16, over the {opts.max_bytes / 1e6:.2f} MB budget; use a lite model")
     pairs = clip_pairs(video, opts)
     idx = sorted({int(i) for i in np.linspace(0, len(pairs) - 1, min(opts.eval_frames, len(pairs)))})
     bicubic, base = measure(None, pairs, idx), measure(model, pairs, idx)

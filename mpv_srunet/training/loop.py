@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..model import SRUNet, create_model
+from ..model import SRUNet, SRUNetCfg, create_model
 from .checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import PairStore, PatchSampler
 from .discriminator import Discriminator
@@ -65,7 +65,7 @@ class TrainConfig:
     log_every: int = 10  # write a log.csv row every N steps
     threads: int = 1  # torch CPU threads (the machine is shared)
     seed: int = 0
-    init: str = "bicubic"  # "bicubic" (zero conv_last) or a train-form weights file to start from
+    init: str = "bicubic"  # "bicubic" (zero conv_last), a train-form weights file, or another run's checkpoint.pt
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # run the generator body under bfloat16 autocast (CPU: ~1.4x faster steps)
 
@@ -92,12 +92,17 @@ def init_generator(cfg: TrainConfig) -> SRUNet:
         nn.init.zeros_(model.conv_last.weight)
         nn.init.zeros_(model.conv_last.bias)
         return model
-    from ..weights import load_model
+    if Path(cfg.init).suffix == ".pt":  # another run's checkpoint: its generator only
+        st = load_checkpoint(Path(cfg.init))
+        model = SRUNet(SRUNetCfg.from_dict(st["model_cfg"]), deploy=False)
+        model.load_state_dict(st["generator"])
+    else:
+        from ..weights import load_model
 
-    model, info = load_model(cfg.init, deploy=False)
+        model = load_model(cfg.init, deploy=False)[0]
     if model.cfg != create_model(cfg.preset).cfg:
-        raise UsageError(f"--init {cfg.init}: holds a {info.cfg} model, not preset {cfg.preset!r}; pass --preset to match")
-    return model
+        raise UsageError(f"--init {cfg.init}: holds a {model.cfg} model, not preset {cfg.preset!r}; pass --preset to match")
+    return model.train()
 
 
 class Trainer:

@@ -184,6 +184,18 @@ def _add_profile(builder, network, config, spec: GraphSpec, profile: ShapeProfil
     config.add_optimization_profile(p)
 
 
+def _use_timing_cache(config, data: bytes) -> None:
+    """Load the shared timing cache; a corrupt or mismatched one is replaced, not fatal."""
+    try:
+        cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return
+    except (RuntimeError, TypeError) as e:
+        log.debug("timing cache: %s", e)
+    log.warning("TensorRT timing cache unreadable or from another setup; starting a new one")
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
 def _parse_onnx(trt, network, logger, onnx_path: Path) -> None:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -208,8 +220,7 @@ def build_serialized_engine(
         config.builder_optimization_level = int(opt_level)
     _apply_precision(trt, config, spec.precision, strongly_typed=flags != 0)
     _add_profile(builder, network, config, spec, profile)
-    cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _use_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if log_path is not None:
         atomic_write_bytes(log_path, "\n".join(logger.lines).encode())

@@ -70,7 +70,7 @@ class CudaPipeline:
 
     def _stage(self, slot: _Slot, arrays: Sequence[np.ndarray]) -> None:
         """Copy host arrays into the slot's pinned buffers and enqueue their upload."""
-        if [tuple(t.shape) for t in slot.host_in] != [a.shape for a in arrays]:
+        if [(tuple(t.shape), t.dtype) for t in slot.host_in] != [(a.shape, _torch_dtype(a)) for a in arrays]:
             slot.host_in = [torch.empty(a.shape, dtype=_torch_dtype(a), pin_memory=True) for a in arrays]
             slot.dev_in = [torch.empty(a.shape, dtype=_torch_dtype(a), device=self.device) for a in arrays]
         for host, a in zip(slot.host_in, arrays):

@@ -45,6 +45,7 @@ local state = {
     server_cmd = nil,        -- async subprocess handle
     server_waiters = nil,    -- callbacks waiting for the server to be ready
     server_failures = 0,
+    ready_file = nil,        -- os.tmpname() the server announces itself in (removed once read)
     shutting_down = false,
     req_n = 0,
     active = nil,            -- {resp, source, variant, slow} while the current file is upscaled
@@ -148,7 +149,15 @@ end
 
 local fallback -- forward declaration
 
+local function remove_control_dir(dir)
+    for _, name in ipairs(utils.readdir(dir, "files") or {}) do
+        os.remove(dir .. "/" .. name)
+    end
+    os.remove(dir)
+end
+
 local function on_server_exit(success, result, err)
+    if state.server then remove_control_dir(state.server.control_dir) end
     state.server, state.server_cmd = nil, nil
     if state.shutting_down then return end
     local reason = last_line(result and result.stderr)
@@ -171,6 +180,7 @@ local function with_server(cb)
     if state.server_waiters then table.insert(state.server_waiters, cb) return end
     state.server_waiters = {cb}
     local ready = os.tmpname()
+    state.ready_file = ready
     local python = find_python()
     local args = {python, "-m", "mpv_srunet.mpv.server", "--ready-file", ready,
                   "--mpv-pid", tostring(mp.get_property_number("pid")),
@@ -190,6 +200,7 @@ local function with_server(cb)
         return info
     end, function(info)
         os.remove(ready)
+        state.ready_file = nil
         if not info then
             if state.server_waiters then server_failed("frame server did not start in " .. o.start_timeout .. " s") end
             return
@@ -245,6 +256,9 @@ local function apply_stream_options(resp, source)
     local ahead = math.max(4, math.ceil(resp.fps * o.readahead_secs))
     set_local("demuxer-max-bytes", tostring(resp.frame_bytes * ahead))
     set_local("demuxer-max-back-bytes", tostring(resp.frame_bytes * math.ceil(resp.fps)))
+    if o.policy == "wait" then -- resume after a few frames, not mpv's default second: smoother slow play
+        set_local("cache-pause-wait", tostring(3 / resp.fps))
+    end
     local vf = mp.get_property_native("vf") or {}
     table.insert(vf, 1, {name = "format", label = "srunet-colour", enabled = true,
                          params = {colormatrix = resp.colormatrix, colorlevels = resp.colorlevels}})
@@ -314,15 +328,32 @@ local function on_load(hook)
     end
     source = absolute(source)
     hook:defer()
+    -- mpv waits for this hook even when the user quits or skips the file: watch playback-abort
+    local done, abort_timer = false, nil
+    local function finish()
+        if done then return false end
+        done = true
+        abort_timer:kill()
+        hook:cont()
+        return true
+    end
+    abort_timer = mp.add_periodic_timer(0.1, function()
+        if mp.get_property_bool("playback-abort", false) then
+            msg.verbose("playback aborted while the frame server was preparing")
+            finish()
+        end
+    end)
     with_server(function(srv, err)
+        if done then return end
         if not srv then
             osd("off: " .. err, 6)
-            return hook:cont()
+            return finish()
         end
         request({op = "register", source = source, weights = o.weights, backend = o.backend, sidecar = o.sidecar},
                 o.start_timeout, function(resp)
+            if done then return close_media(resp.media) end
             use_response(resp, source)
-            hook:cont()
+            finish()
         end)
     end)
 end
@@ -422,12 +453,8 @@ local function on_shutdown()
         if f then f:close() end
     end
     if state.server_cmd then mp.abort_async_command(state.server_cmd) end
-    if srv then
-        for _, name in ipairs(utils.readdir(srv.control_dir, "files") or {}) do
-            os.remove(srv.control_dir .. "/" .. name)
-        end
-        os.remove(srv.control_dir)
-    end
+    if srv then remove_control_dir(srv.control_dir) end
+    if state.ready_file then os.remove(state.ready_file) end
 end
 
 options.read_options(o, "srunet", function(changed)

@@ -1,0 +1,133 @@
+"""`mpv-srunet train` and `mpv-srunet finetune` end to end, on real photos and a real H.265 clip."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpv_srunet.cli import main
+
+PHOTOS = Path("/usr/share/backgrounds")
+
+
+def _two_photos(tmp_path: Path) -> tuple[Path, Path]:
+    cands = sorted(PHOTOS.glob("*.jpg"))
+    if len(cands) < 2:
+        pytest.skip("needs real photos: install Debian lomiri-wallpapers-16.04 (./install.sh --dev)")
+    train, val = tmp_path / "train", tmp_path / "val"
+    train.mkdir()
+    val.mkdir()
+    shutil.copy(cands[0], train)
+    shutil.copy(cands[1], val)
+    return train, val
+
+
+def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> None:
+    from mpv_srunet.weights import load_model
+
+    train, val = _two_photos(tmp_path)
+    data, run, out = tmp_path / "pairs", tmp_path / "run", tmp_path / "w.safetensors"
+    assert main(["train", "prepare", str(train), "--val", str(val), "--out", str(data), "--crf", "23,30",
+                 "--gt-width", "384", "--x265-preset", "ultrafast", "--no-progress"]) == 0
+    assert "2 training pairs from 1 sources, 1 validation pairs" in capsys.readouterr().out
+    assert main(["train", "run", "--data", str(data), "--out", str(run), "--preset", "lite", "--steps", "3",
+                 "--batch", "2", "--patch", "32", "--val-crop", "64", "--no-progress", "--bf16"]) == 0
+    assert "val PSNR-Y" in capsys.readouterr().out
+    for name in ("checkpoint.pt", "log.csv", "val.csv", "run.json", "plot.png"):
+        assert (run / name).is_file(), name
+    card = tmp_path / "CARD.md"
+    assert main(["train", "export", str(run), str(out), "--eval", "--compare", str(tiny_weights), "--card", str(card)]) == 0
+    printed = capsys.readouterr().out
+    assert "this model: PSNR-Y" in printed and f"{tiny_weights}: PSNR-Y" in printed
+    text = card.read_text()
+    assert "| **this model** |" in text and tiny_weights.name in text and "3 steps of batch 2" in text
+    model, info = load_model(out)
+    assert info.form == "deploy" and info.cfg.n_filters == 32
+    assert info.metadata["training"]["steps"] == 3
+    v = info.metadata["validation"]
+    assert v["n"] == 1 and np.isfinite(v["psnr_y"]) and np.isfinite(v["bicubic_psnr_y"])
+    # a second stage started from the first run's generator records the chain
+    run2, out2 = tmp_path / "run2", tmp_path / "w2.safetensors"
+    assert main(["train", "run", "--data", str(data), "--out", str(run2), "--preset", "lite", "--steps", "1",
+                 "--batch", "2", "--patch", "32", "--val-crop", "64", "--no-progress", "--init", str(run / "checkpoint.pt")]) == 0
+    assert main(["train", "export", str(run2), str(out2)]) == 0
+    meta = load_model(out2)[1].metadata
+    assert meta["training"]["total_steps"] == 4 and meta["provenance"]["earlier_stages"][0]["steps"] == 3
+
+
+def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mpv-srunet: error: srunet: no images or videos found") and err.count("\n") == 1
+    assert main(["train", "run", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a prepared data folder" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "missing.mkv")]) == 2
+    assert "no such video file" in capsys.readouterr().err
+
+
+def test_finetune_writes_a_small_sidecar_the_upscaler_loads(h265_small_clip: Path, tmp_path: Path, capsys) -> None:
+    from mpv_srunet import Upscaler
+    from mpv_srunet.weights import sidecar_weights_for
+
+    clip = tmp_path / h265_small_clip.name
+    shutil.copy(h265_small_clip, clip)
+    assert main(["finetune", str(clip), "--steps", "8", "--batch", "2", "--patch", "40", "--max-frames", "6",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "MB (fp16)" in out and "vs base" in out
+    side = sidecar_weights_for(clip)
+    assert side is not None and side.stat().st_size <= 1_100_000
+    up = Upscaler(weights=side, backend="torch-cpu")
+    assert up.cfg.n_filters == 32 and up.weights_info.metadata["provenance"]["finetuned_on"] == clip.name
+    rgb = np.full((48, 80, 3), 100, np.uint8)
+    assert up.upscale(rgb).shape == (96, 160, 3)
+    up.close()
+
+
+@pytest.mark.slow
+def test_finetune_gains_on_its_clip(h265_540p_clip: Path, tmp_path: Path) -> None:
+    """Over-fitting a lite model to a real 540p clip beats its bicubic-exact start on that clip."""
+    from mpv_srunet.training.finetune import FinetuneOptions, finetune_video
+
+    rep = finetune_video(h265_540p_clip, tmp_path / "w.safetensors",
+                         FinetuneOptions(steps=120, batch=4, patch=64, max_frames=8, eval_frames=3, lr=1e-3), progress=False)
+    assert rep.size_bytes <= 1_100_000
+    assert rep.tuned[0] > rep.base[0] and rep.tuned[1] >= rep.base[1] - 1e-4
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path) -> None:
+    """A real Ctrl-C (SIGINT) to a running `train run`: exit 130 and a checkpoint that resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mpv_srunet.training.checkpoint import load_checkpoint
+
+    train, val = _two_photos(tmp_path)
+    data, run = tmp_path / "pairs", tmp_path / "run"
+    assert main(["train", "prepare", str(train), "--val", str(val), "--out", str(data), "--gt-width", "384",
+                 "--x265-preset", "ultrafast", "--no-progress"]) == 0
+    args = [sys.executable, "-m", "mpv_srunet.cli", "train", "run", "--data", str(data), "--out", str(run), "--preset",
+            "lite", "--batch", "1", "--patch", "32", "--log-every", "1", "--val-every", "0", "--val-crop", "64",
+            "--ckpt-every", "100000", "--ckpt-minutes", "1000", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(args + ["--steps", "100000"], env=env, stderr=subprocess.PIPE, text=True)
+    log = run / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    step = int(load_checkpoint(run / "checkpoint.pt")["step"])
+    assert step >= 2
+    done = subprocess.run(args + ["--steps", str(step + 2), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(load_checkpoint(run / "checkpoint.pt")["step"]) == step + 2
