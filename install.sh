@@ -88,7 +88,7 @@ fi
 
 # ---------------------------------------------------------------- mpv script
 if "$venv/bin/mpv-srunet" mpv-script --help >/dev/null 2>&1; then
-  "$venv/bin/mpv-srunet" mpv-script --install || echo "install.sh: could not install the mpv script (see above)" >&2
+  "$venv/bin/mpv-srunet" mpv-script --install --with-shader || echo "install.sh: could not install the mpv script (see above)" >&2
 fi
 
 say "done. Next:"

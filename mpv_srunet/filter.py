@@ -39,7 +39,7 @@ _AVCOL_SPC_TO_SWS = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smp
 _AVCOL_RANGE_NAMES = {1: "MPEG", 2: "JPEG"}  # limited, full
 
 
-def _sws_flags() -> Any:
+def sws_flags() -> Any:
     """swscale flags for YUV<->RGB: bicubic chroma, full chroma interpolation, accurate rounding.
 
     swscale's defaults (bilinear, fast paths) leave a systematic 1-2 level bias on 4:2:0 8-bit
@@ -96,7 +96,7 @@ def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
     rgb = frame.to_ndarray(
         format="rgb48le" if high else "rgb24",
         src_colorspace=colour.matrix, src_color_range=colour.range,
-        dst_color_range="JPEG", interpolation=_sws_flags(),
+        dst_color_range="JPEG", interpolation=sws_flags(),
     )
     peak = 65535.0 if high else 255.0
     return rgb.astype(np.float32) * (2.0 / peak) - 1.0
@@ -113,7 +113,7 @@ def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None
     f = av.VideoFrame.from_ndarray(q, format="rgb48le" if high else "rgb24")
     out = f.reformat(
         format=like.format.name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range="JPEG", dst_color_range=colour.range, interpolation=_sws_flags(),
+        src_color_range="JPEG", dst_color_range=colour.range, interpolation=sws_flags(),
     )
     if not like.format.name.startswith(("rgb", "bgr", "gbr")):
         out.colorspace = colour.avcol_spc

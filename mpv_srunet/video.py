@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import MediaError, UsageError
-from .filter import FrameColour, Upscaler, _sws_flags, frame_colour, frame_to_float, out_size
+from .filter import FrameColour, Upscaler, sws_flags, frame_colour, frame_to_float, out_size
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class _Writer:
         if self.pix_fmt not in ("rgb24", "rgb48le"):
             f = f.reformat(format=self.pix_fmt, src_colorspace=self.colour.matrix, dst_colorspace=self.colour.matrix,
                            src_color_range="JPEG", dst_color_range="JPEG" if self.pix_fmt.startswith("yuvj") else self.colour.range,
-                           interpolation=_sws_flags())
+                           interpolation=sws_flags())
         if self.kind == "video" and pts is not None:
             f.pts, f.time_base = pts, time_base
         for p in self.vs.encode(f):

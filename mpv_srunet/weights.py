@@ -263,6 +263,9 @@ def save_weights(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        umask = os.umask(0)  # mkstemp made it 0600: give it the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ import torch
 from mpv_srunet import Upscaler
 from mpv_srunet.backends import available_backends, create_backend
 from mpv_srunet.errors import BackendError, MediaError
-from mpv_srunet.filter import _sws_flags, float_to_frame, frame_colour, frame_to_float
+from mpv_srunet.filter import sws_flags, float_to_frame, frame_colour, frame_to_float
 from mpv_srunet.model import create_model
 from mpv_srunet.weights import load_model
 
@@ -72,7 +72,7 @@ def test_colour_round_trip(photo_rgb_540p, fmt, matrix, rng):
     assert back.format.name == fmt and (back.colorspace, back.color_range) == (f.colorspace, f.color_range)
     high = "10" in fmt
     b = back.to_ndarray(format="rgb48le" if high else "rgb24", src_colorspace=c.matrix, src_color_range=c.range,
-                        dst_color_range="JPEG", interpolation=_sws_flags()) / (257.0 if high else 1.0)
+                        dst_color_range="JPEG", interpolation=sws_flags()) / (257.0 if high else 1.0)
     ours = np.rint((x + 1) * 127.5)
     assert np.abs(ours - b).mean() < 1.0  # frame -> float -> frame -> RGB is stable
     if fmt != "gray":  # and close to the RGB the frame was made from (4:2:0 loses some chroma)

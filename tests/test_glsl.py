@@ -193,3 +193,15 @@ def test_install_shader_is_idempotent(tmp_path):
         dst = install_shader(cfg, src)
     assert dst == cfg / "shaders" / "srunet.glsl" and dst.read_text() == src.read_text()
     assert (cfg / "input.conf").read_text().splitlines() == ["q quit", INPUT_CONF_LINE]
+
+
+def test_mpv_script_install_with_shader(tmp_path):
+    """`mpv-srunet mpv-script --install --with-shader` (what install.sh runs) installs both, idempotently."""
+    from mpv_srunet.cli import main
+
+    for _ in range(2):
+        assert main(["mpv-script", "--install", "--with-shader", "--config-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "scripts" / "srunet" / "main.lua").exists()
+    assert (tmp_path / "shaders" / "srunet.glsl").read_text().startswith("//")
+    lines = (tmp_path / "input.conf").read_text().splitlines()
+    assert sum("glsl-shaders toggle" in ln for ln in lines) == 1

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mpv config directory (default: $MPV_HOME, else $XDG_CONFIG_HOME/mpv or ~/.config/mpv)")
     p.add_argument("--copy", action="store_true", help="copy the script instead of linking it")
     p.add_argument("--python", default=None, help="Python to record (default: the one running this command)")
+    p.add_argument("--with-shader", action="store_true",
+                   help="with --install: also copy the GLSL shader to ~~/shaders/srunet.glsl and bind Ctrl+u "
+                   "to toggle it in input.conf (any GPU, no Python at play time; see docs/glsl.md)")
     p.set_defaults(func=run)
 
 
@@ -110,4 +113,9 @@ def run(args: argparse.Namespace) -> int:
     python = args.python or sys.executable
     install(config_dir, python, args.copy)
     print(f"installed {target} (python={python}); Alt+u toggles SR-UNet in mpv")
+    if args.with_shader:
+        from ..glsl import install_shader
+
+        shader = install_shader(config_dir)
+        print(f"installed {shader}; Ctrl+u toggles the SR-UNet GLSL shader (mpv --vo=gpu/gpu-next)")
     return 0

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import MediaError
+from ..filter import sws_flags
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def encode_h265(
         for i, rgb in enumerate(frames):
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
                 format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
-                src_color_range="JPEG", dst_color_range="MPEG",
+                src_color_range="JPEG", dst_color_range="MPEG", interpolation=sws_flags(),
             )
             f.pts, f.time_base = i, 1 / rate
             for p in vs.encode(f):

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError, UsageError
+from ..filter import sws_flags
 
 #: The ground truth is held in memory (every candidate is compared with it): refuse beyond this.
 MAX_BYTES = 8 << 30
@@ -125,5 +126,6 @@ def _decode_video(path: Path, max_frames: int | None) -> Iterator[tuple[np.ndarr
 def decoded_rgb(frame, colour) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame, FrameColour
     """A decoded frame as full-range 8-bit RGB using its stated (or mpv-guessed) colour."""
     return frame.to_ndarray(
-        format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range, dst_color_range="JPEG"
+        format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range, dst_color_range="JPEG",
+        interpolation=sws_flags(),  # the player's conversion; swscale's default is biased by 1-2 levels
     )

@@ -43,6 +43,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError, UsageError
+from ..filter import sws_flags
 
 log = logging.getLogger(__name__)
 
@@ -181,17 +182,8 @@ def iter_video_frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------- degradation
 
 
-def _sws_flags():  # -> av Interpolation flags
-    """Bicubic scaling, accurate rounding and full chroma interpolation, as the player's filter uses.
-
-    swscale's default (fast) 4:2:0 -> RGB path darkens real photos by 1-2 levels on
-    average; pairs made with it would teach the model to brighten every frame. These
-    are the flags of :func:`mpv_srunet.filter._sws_flags`, so training and playback
-    convert colour identically.
-    """
-    from av.video.reformatter import Interpolation as I
-
-    return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT | I.FULL_CHR_H_INP
+# The player's swscale flags (see mpv_srunet.filter.sws_flags): swscale's default 4:2:0 -> RGB path
+# darkens real photos by 1-2 levels, and pairs made with it would teach the model to brighten every frame.
 
 
 def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
@@ -204,7 +196,7 @@ def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
         width=w // 2,
         height=h // 2,
         format="yuv420p",
-        interpolation=_sws_flags(),
+        interpolation=sws_flags(),
         src_colorspace="itu709",
         dst_colorspace="itu709",
         src_color_range="JPEG",
@@ -214,7 +206,7 @@ def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
 
 def _yuv_to_rgb(frame) -> np.ndarray:
     return frame.to_ndarray(
-        format="rgb24", src_colorspace="itu709", src_color_range="MPEG", dst_color_range="JPEG", interpolation=_sws_flags()
+        format="rgb24", src_colorspace="itu709", src_color_range="MPEG", dst_color_range="JPEG", interpolation=sws_flags()
     )
 
 
