@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from .errors import ConfigError
+from .fsutil import write_text_atomic
 
 if TYPE_CHECKING:  # torch stays out of the import path of the CLI
     from .model import SRUNet
@@ -744,25 +744,6 @@ def install_shader(config_dir: str | os.PathLike[str], source: str | os.PathLike
         if not any("~~/shaders/srunet.glsl" in ln and "glsl-shaders" in ln for ln in lines):
             write_text_atomic(conf, "\n".join([*lines, INPUT_CONF_LINE]) + "\n")
     return dst
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file + rename: never a half-written shader."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(text)
-        # mkstemp makes 0600; keep an existing file's mode, else the usual 0644 minus the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o666 & ~umask)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def parse_passes(text: str) -> list[dict[str, list[str]]]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from .fsutil import atomic_path
 from .model import SRUNet, reparameterize_model
 
 INPUT_NAME = "input"
@@ -42,19 +42,11 @@ def export_onnx(
     x = torch.zeros(1, m.cfg.in_channels, h, w, dtype=torch.float16 if fp16 else torch.float32)
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}}
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                m, (x,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,
-            )
-        onnx.checker.check_model(onnx.load(tmp))
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(p, fsync=False) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m, (x,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes=axes if dynamic else None, opset_version=opset, dynamo=False,
+        )
+        onnx.checker.check_model(onnx.load(str(tmp)))
     return p

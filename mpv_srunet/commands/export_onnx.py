@@ -16,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
 
     from ..errors import UsageError
     from ..onnx_export import export_onnx

@@ -10,7 +10,7 @@ mismatch means "rebuild", never "try it and see".
 
 Two players starting at once must not both build (minutes of GPU time) nor read a
 half-written file: builds take a per-engine :class:`filelock.FileLock` and write
-to a temporary file that is renamed into place (:func:`atomic_write_bytes`).
+to a temporary file that is renamed into place (:func:`mpv_srunet.fsutil.write_bytes_atomic`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError
+from ..fsutil import write_bytes_atomic as atomic_write_bytes
 
 ENGINE_SUFFIX = ".engine"
 META_SUFFIX = ".json"
@@ -167,22 +167,6 @@ def read_key(engine_path: Path) -> EngineKey | None:
         return EngineKey.from_dict(d["key"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> Path:
-    """Write via a temporary file in the same directory and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_engine(engine_path: Path, data: bytes | memoryview, key: EngineKey, extra: dict[str, Any]) -> Path:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..fsutil import write_bytes_atomic
 from ..model import SRUNet, reparameterize_model
 
 INPUT_FORMATS = ("rgb", "rgb24", "yuv420p", "yuv420p10")
@@ -284,13 +284,4 @@ def _export(model: SRUNet, path: Path, spec: GraphSpec, static_hw: tuple[int, in
     proto = onnx.load_from_string(buf.getvalue())
     proto.doc_string = f"mpv-srunet engine graph {spec.tag()} {spec.precision}"
     onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, proto.SerializeToString())
