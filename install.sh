@@ -3,7 +3,7 @@
 #
 #   ./install.sh            mpv + ffmpeg + libmpv (apt), venv .venv, CPU torch, mpv-srunet
 #   ./install.sh --dev      + test/training/eval extras, Xvfb, real test photos (lomiri/mate wallpapers)
-#   ./install.sh --gpu      CUDA torch + the [gpu] extra (TensorRT, cuda-python) instead of CPU torch
+#   ./install.sh --gpu      CUDA torch + the [gpu] extra (TensorRT) instead of CPU torch
 #
 # Options: --venv DIR (default .venv), --no-apt (skip system packages), --python PY.
 set -euo pipefail

@@ -455,6 +455,31 @@ def test_tensorrt_engine_build_and_inference(tiny_model, tmp_path):
     assert out.shape == (192, 256, 3) and np.abs(out.astype(int) - ref8.numpy().astype(int)).mean() < 2.0
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch-cuda", "tensorrt"])
+def test_cuda_graphs_survive_alternating_frame_sizes(tiny_model, tmp_path, backend):
+    """A, B, A frame sizes with CUDA graphs on: each result equals the graph-free run.
+
+    TensorRT runs every shape on one execution context, so a capture at B must not
+    leave A's graph replaying against B's shapes (GraphReplay(one_shape=True))."""
+    from mpv_srunet.backends import create_backend
+
+    opts: dict = {"cuda_graphs": True}
+    if backend == "tensorrt":
+        if not probe_machine().can_build:
+            pytest.skip(f"needs TensorRT: {unavailable_reason(probe_machine())}")
+        opts |= dict(min_size="64x64", opt_size="96x64", max_size="128x128", cache_dir=str(tmp_path))
+    rng = np.random.default_rng(0)
+    a, b = (rng.uniform(-1, 1, (1, 3, h, w)).astype(np.float32) for h, w in ((64, 96), (96, 128)))
+    plain, graphed = create_backend(backend, tiny_model, **(opts | {"cuda_graphs": False})), create_backend(backend, tiny_model, **opts)
+    try:
+        for x in (a, b, a, b):
+            np.testing.assert_array_equal(graphed.infer(x), plain.infer(x))
+    finally:
+        plain.close()
+        graphed.close()
+
+
 def test_pad_yuv420_edge_pads_planes_for_the_engine():
     from mpv_srunet.errors import BackendError
     from mpv_srunet.trt.runtime import pad_yuv420

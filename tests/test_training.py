@@ -243,6 +243,83 @@ def test_resume_is_exact_across_warm_and_gan_phases(tiny_data: Path, tmp_path: P
     assert json.loads((tmp_path / "b" / "run.json").read_text())["step"] == 4
 
 
+def test_gan_phase_bf16_with_l1_anchor_logs_every_term(tiny_data: Path, tmp_path: Path) -> None:
+    """The GAN phase under bf16 autocast (generator body, LPIPS-VGG, D) with an L1 anchor:
+    every loss term is logged, and periodic validation adds LPIPS-alex."""
+    import csv
+
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.training.loop import Trainer
+
+    try:
+        from mpv_srunet.metrics.lpips import find_weights
+
+        find_weights("vgg"), find_weights("alex")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    t = Trainer(_cfg(tiny_data, tmp_path / "g", steps=2, warm_steps=0, bf16=True, gan_l1=0.5, val_every=2), progress=False)
+    t.run()
+    rows = list(csv.DictReader((tmp_path / "g" / "log.csv").open()))
+    assert [r["phase"] for r in rows] == ["gan", "gan"]
+    for r in rows:
+        for k in ("l1", "ssim", "lpips", "adv", "d_loss"):
+            assert np.isfinite(float(r[k])) and float(r[k]) > 0, k
+        terms = float(r["lpips"]) + float(r["ssim"]) + 0.5 * float(r["l1"]) + 1e-3 * float(r["adv"])
+        assert float(r["loss"]) == pytest.approx(terms, rel=1e-5)
+    val = list(csv.DictReader((tmp_path / "g" / "val.csv").open()))
+    assert len(val) == 1 and 0 < float(val[0]["lpips_alex"]) < 1 and 0 < float(val[0]["bicubic_lpips_alex"]) < 1
+    assert all(p.dtype == torch.float32 for p in t.gen.parameters())  # autocast leaves the weights fp32
+
+
+def test_lpips_under_bf16_autocast_stays_close_to_fp32() -> None:
+    from mpv_srunet.metrics import MetricUnavailable
+
+    try:
+        from mpv_srunet.metrics.lpips import LPIPS
+
+        lp = LPIPS("vgg")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    from mpv_srunet.training.losses import GeneratorLoss, LossWeights
+
+    torch.manual_seed(1)
+    hr = torch.rand(2, 3, 64, 64) * 2 - 1
+    sr = (hr + 0.1 * torch.randn_like(hr)).clamp(-1, 1)
+    w = LossWeights(l1=0.0, ssim=0.0, lpips=1.0, adv=0.0)
+    ref = GeneratorLoss(w, lp)(sr, hr)[1]["lpips"]
+    fast = GeneratorLoss(w, lp, bf16=True)(sr, hr)[1]["lpips"]
+    assert fast == pytest.approx(ref, rel=0.02)
+
+
+def test_network_interpolation_is_linear_and_exact_at_the_ends(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.model import reparameterize_model
+    from mpv_srunet.training.export import interpolate_generators
+    from mpv_srunet.training.loop import Trainer
+
+    base = Trainer(_cfg(tiny_data, tmp_path / "base", steps=2, warm_lr=1e-3), progress=False)
+    base.run()
+    tuned = Trainer(_cfg(tiny_data, tmp_path / "tuned", steps=2, warm_lr=1e-3, seed=4,
+                         init=str(tmp_path / "base" / "checkpoint.pt")), progress=False)
+    tuned.run()
+    a, b = tuned.gen.eval(), base.gen.eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        for alpha, ref in ((1.0, a), (0.0, b)):
+            blended = interpolate_generators(a, b, alpha)
+            assert all(torch.equal(v, ref.state_dict()[k]) for k, v in blended.state_dict().items())
+            torch.testing.assert_close(blended(x), ref(x), rtol=0, atol=1e-6)
+        # no BatchNorm: blending the train form then fusing == fusing then blending
+        half = reparameterize_model(interpolate_generators(a, b, 0.5))
+        fa, fb = reparameterize_model(a).state_dict(), reparameterize_model(b).state_dict()
+        for k, v in half.state_dict().items():
+            torch.testing.assert_close(v, (fa[k] + fb[k]) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UsageError, match="alpha"):
+        interpolate_generators(a, b, 1.5)
+    other = Trainer(_cfg(tiny_data, tmp_path / "other", steps=1, preset="default"), progress=False).gen
+    with pytest.raises(UsageError, match="same preset"):
+        interpolate_generators(a, other, 0.5)
+
+
 def test_resume_refuses_another_config(tiny_data: Path, tmp_path: Path) -> None:
     from mpv_srunet.training.loop import Trainer
 

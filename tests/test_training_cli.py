@@ -38,15 +38,22 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert "val PSNR-Y" in capsys.readouterr().out
     for name in ("checkpoint.pt", "log.csv", "val.csv", "run.json", "plot.png"):
         assert (run / name).is_file(), name
+    # --resume takes the run's own options (preset, batch, patch, data, bf16); only --steps is new
+    assert main(["train", "run", "--out", str(run), "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert ": step 4," in capsys.readouterr().out
+    import json
+
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    assert (cfg["preset"], cfg["batch"], cfg["patch"], cfg["bf16"], cfg["data"]) == ("lite", 2, 32, True, str(data))
     card = tmp_path / "CARD.md"
     assert main(["train", "export", str(run), str(out), "--eval", "--compare", str(tiny_weights), "--card", str(card)]) == 0
     printed = capsys.readouterr().out
     assert "this model: PSNR-Y" in printed and f"{tiny_weights}: PSNR-Y" in printed
     text = card.read_text()
-    assert "| **this model** |" in text and tiny_weights.name in text and "3 steps of batch 2" in text
+    assert "| **this model** |" in text and tiny_weights.name in text and "4 steps of batch 2" in text
     model, info = load_model(out)
     assert info.form == "deploy" and info.cfg.n_filters == 32
-    assert info.metadata["training"]["steps"] == 3
+    assert info.metadata["training"]["steps"] == 4
     v = info.metadata["validation"]
     assert v["n"] == 1 and np.isfinite(v["psnr_y"]) and np.isfinite(v["bicubic_psnr_y"])
     # a second stage started from the first run's generator records the chain
@@ -55,7 +62,18 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
                  "--batch", "2", "--patch", "32", "--val-crop", "64", "--no-progress", "--init", str(run / "checkpoint.pt")]) == 0
     assert main(["train", "export", str(run2), str(out2)]) == 0
     meta = load_model(out2)[1].metadata
-    assert meta["training"]["total_steps"] == 4 and meta["provenance"]["earlier_stages"][0]["steps"] == 3
+    assert meta["training"]["total_steps"] == 5 and meta["provenance"]["earlier_stages"][0]["steps"] == 4
+    # network interpolation with the run it started from; alpha 0 gives that run's weights back
+    out3 = tmp_path / "w3.safetensors"
+    assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "0", "--card", str(card)]) == 0
+    first, blended = load_model(out)[0].state_dict(), load_model(out3)
+    assert all(np.allclose(first[k].numpy(), v.numpy(), atol=1e-6) for k, v in blended[0].state_dict().items())
+    assert blended[1].metadata["provenance"]["interpolation"]["alpha"] == 0.0
+    assert "network interpolation" in card.read_text()
+    capsys.readouterr()
+    assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "alpha" in err and len(err.splitlines()) == 1
 
 
 def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:

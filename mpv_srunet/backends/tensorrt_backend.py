@@ -145,6 +145,8 @@ class TensorRTFrameEngine:
     def upscale_rgb24(self, rgb: np.ndarray) -> np.ndarray:
         if self.spec.input_format != "rgb24":
             raise BackendError(f"srunet.trt: this engine takes {self.spec.input_format}, not rgb24")
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise BackendError(f"srunet.trt: rgb24 engines take uint8 HxWx3 frames, got {rgb.dtype} {rgb.shape}")
         h, w, _ = rgb.shape
         m = self.spec.multiple_of
         x = np.pad(rgb, ((0, -h % m), (0, -w % m), (0, 0)), mode="edge")[None]

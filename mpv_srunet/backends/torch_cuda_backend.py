@@ -49,7 +49,10 @@ class TorchCUDABackend:
             raise BackendError(f"torch-cuda: unknown precision {opts.precision!r}; choose one of {', '.join(PRECISIONS)}")
         device = require_cuda("torch-cuda")
         if opts.device is not None:
+            if not 0 <= opts.device < torch.cuda.device_count():
+                raise BackendError(f"torch-cuda: no CUDA device {opts.device} (this machine has {torch.cuda.device_count()})")
             device = torch.device("cuda", opts.device)
+            torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = opts.cudnn_benchmark
         m = model if model.deploy else reparameterize_model(model)
         dtype = torch.float16 if opts.precision == "fp16" else torch.float32

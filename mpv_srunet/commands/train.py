@@ -38,6 +38,7 @@ _HELP = {
     "warm_lr": "Adam learning rate of the warm start",
     "lpips_net": "LPIPS backbone of the GAN loss: vgg (paper) or alex",
     "adv_weight": "weight of the adversarial BCE term (paper: 1e-3)",
+    "gan_l1": "weight of an L1 fidelity anchor added to the GAN loss (paper: 0)",
     "ckpt_every": "checkpoint every N steps",
     "ckpt_minutes": "... and at least every M minutes",
     "val_every": "validate every N steps (0: only at the end)",
@@ -47,7 +48,7 @@ _HELP = {
     "seed": "random seed (patches, flips, init)",
     "init": "'bicubic' (exact bicubic start), a train-form weights file, or another run's checkpoint.pt (generator only)",
     "device": "auto, cpu or cuda",
-    "bf16": "run the generator body under bfloat16 autocast (faster on CPUs with AVX-512 bf16)",
+    "bf16": "bfloat16 autocast for the generator body, LPIPS and the discriminator (about 2x faster GAN steps on CPUs with AVX-512 bf16)",
 }
 
 
@@ -83,9 +84,11 @@ def _register_run(tsub: argparse._SubParsersAction) -> None:
     from dataclasses import fields
 
     p = tsub.add_parser("run", help="train (warm start, then the paper's GAN loss); resumable")
-    p.add_argument("--data", required=True, help="folder made by `train prepare`")
+    p.add_argument("--data", default=None, help="folder made by `train prepare` (with --resume: the run's own by default)")
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv, val.csv, run.json, plot.png)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out exactly, with the options it was started with "
+                        "(options given now override them, e.g. a larger --steps)")
     p.add_argument("--no-progress", action="store_true")
     skip = {"data", "out"}
     from ..training.loop import TrainConfig
@@ -94,11 +97,12 @@ def _register_run(tsub: argparse._SubParsersAction) -> None:
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
+        # default None: an option not given keeps the run's saved value on --resume, else the TrainConfig default
         if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", help=_HELP.get(f.name, ""))
+            p.add_argument(flag, action="store_true", default=None, help=_HELP.get(f.name, ""))
         else:
             typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            p.add_argument(flag, type=typ, default=f.default, help=f"{_HELP.get(f.name, '')} (default {f.default})")
+            p.add_argument(flag, type=typ, default=None, help=f"{_HELP.get(f.name, '')} (default {f.default})")
     p.set_defaults(func=run_train)
 
 
@@ -111,6 +115,10 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", type=Path, nargs="+", default=None, metavar="WEIGHTS",
                    help="also measure these weights files (e.g. the authors' .pth) the same way; results go to RUN/export.json")
     p.add_argument("--card", type=Path, default=None, help="also write a Markdown model card (implies --eval)")
+    p.add_argument("--blend", type=Path, default=None, metavar="RUN",
+                   help="network interpolation: export ALPHA x this run + (1 - ALPHA) x RUN (a run folder or checkpoint.pt, "
+                        "normally the warm-start run the GAN phase began from)")
+    p.add_argument("--alpha", type=float, default=1.0, help="weight of this run in --blend (default 1: no blend)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run_export)
 
@@ -134,8 +142,18 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..training.loop import TrainConfig, Trainer
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    cfg = TrainConfig(**values)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.resume:
+        from ..training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+        path = Path(args.out) / CHECKPOINT_NAME
+        if not path.is_file():
+            raise UsageError(f"{path}: no such checkpoint to --resume; start the run without --resume")
+        cfg = TrainConfig.from_dict(load_checkpoint(path)["config"] | given)
+    elif args.data is None:
+        raise UsageError("train run: --data is required (a folder made by `mpv-srunet train prepare`)")
+    else:
+        cfg = TrainConfig(**given)
     if cfg.steps <= 0 or cfg.batch <= 0 or cfg.patch <= 0 or cfg.patch % 8:
         raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {cfg.steps}/{cfg.batch}/{cfg.patch}")
     trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
@@ -144,6 +162,8 @@ def run_train(args: argparse.Namespace) -> int:
     msg = f"{cfg.out}: step {summary['step']}, {summary['steps_per_s']:.3f} steps/s ({summary['hardware']})"
     if v:
         msg += f"; val PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), SSIM-Y {v['ssim_y']:.4f} ({v['bicubic_ssim_y']:.4f})"
+        if v.get("lpips_alex") is not None:
+            msg += f", LPIPS-alex {v['lpips_alex']:.4f} ({v['bicubic_lpips_alex']:.4f})"
     print(msg)
     return 0
 
@@ -152,7 +172,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_run
 
     meta = export_run(args.run_dir, args.output, evaluate_full=args.eval or bool(args.compare) or args.card is not None, half=args.half,
-                      threads=args.threads, compare=args.compare, card=args.card)
+                      threads=args.threads, compare=args.compare, card=args.card, blend=args.blend, alpha=args.alpha)
     print(f"{args.output}: {args.output.stat().st_size / 1e6:.2f} MB, step {meta['training']['steps']}")
     for name, v in [("this model", meta.get("validation"))] + list((meta.get("compare") or {}).items()):
         if v:

@@ -182,8 +182,10 @@ class LPIPS(nn.Module):
         out = []
         for stage in self.features:
             x = stage(x)
-            # unit-normalise along channels (eps as in the reference, 1e-10)
-            out.append(x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + 1e-10))
+            # unit-normalise along channels (eps as in the reference, 1e-10); in fp32 even
+            # under a caller's bf16 autocast, where only the convolutions run in bf16
+            f = x.float()
+            out.append(f / (torch.sqrt(torch.sum(f * f, dim=1, keepdim=True)) + 1e-10))
         return out
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -193,8 +195,9 @@ class LPIPS(nn.Module):
         dtype = self.shift.dtype
         fa, fb = self._feats(a.to(dtype)), self._feats(b.to(dtype))
         total = torch.zeros(a.shape[0], dtype=dtype, device=a.device)
-        for lin, xa, xb in zip(self.lins, fa, fb):
-            total = total + lin((xa - xb) ** 2).mean(dim=(1, 2, 3))
+        with torch.autocast(a.device.type, enabled=False):  # the small difference terms stay fp32
+            for lin, xa, xb in zip(self.lins, fa, fb):
+                total = total + lin((xa - xb) ** 2).mean(dim=(1, 2, 3))
         return total
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..fsutil import write_text_atomic
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
 from ..weights import load_model, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -25,6 +25,27 @@ def generator_from_checkpoint(path: Path) -> tuple[SRUNet, dict[str, Any]]:
     model = SRUNet(SRUNetCfg.from_dict(st["model_cfg"]), deploy=False)
     model.load_state_dict(st["generator"])
     return model.eval(), st
+
+
+def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
+    """Network interpolation (Wang et al., ESRGAN, 2018): ``alpha * gan + (1 - alpha) * base``.
+
+    Both must be the same configuration and ``gan`` fine-tuned from ``base`` (the
+    GAN phase starting from the warm-start model), so that their weights share one
+    basin; the blend then trades perceptual quality (alpha -> 1) against fidelity
+    (alpha -> 0) smoothly. SR-UNet's blocks have no BatchNorm, so blending the
+    train form and fusing equals fusing and blending.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha {alpha}: expected a value in [0, 1]")
+    if gan.cfg != base.cfg:
+        raise UsageError(f"cannot blend a {gan.cfg} model with a {base.cfg} model; both must be the same preset")
+    sa, sb = gan.state_dict(), base.state_dict()
+    if sa.keys() != sb.keys():
+        raise UsageError("cannot blend: the two generators do not hold the same tensors (one train form, one deploy form?)")
+    out = SRUNet(gan.cfg, deploy=False)
+    out.load_state_dict({k: (alpha * sa[k].float() + (1.0 - alpha) * sb[k].float()).to(sa[k].dtype) for k in sa})
+    return out.eval()
 
 
 def full_validation(model: torch.nn.Module, data: str | Path, *, lpips: bool = True) -> dict[str, Any]:
@@ -56,8 +77,14 @@ def export_run(
     threads: int = 1,
     compare: list[Path] | None = None,
     card: Path | None = None,
+    blend: Path | None = None,
+    alpha: float = 1.0,
 ) -> dict[str, Any]:
     """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata.
+
+    ``blend``: a run folder or checkpoint (normally the one this run started from);
+    the exported generator is then ``alpha * run + (1 - alpha) * blend``
+    (:func:`interpolate_generators`).
 
     ``compare``: other weights files (e.g. the authors' checkpoint) measured the same
     way; their numbers go to ``RUN/export.json`` only, never into the weights file.
@@ -69,6 +96,8 @@ def export_run(
     run_dir = run if run.is_dir() else run.parent
     model, st = generator_from_checkpoint(run if run.is_file() else run / CHECKPOINT_NAME)
     cfg = st["config"]
+    if blend is not None:
+        model = interpolate_generators(model, generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0], alpha)
     deploy = reparameterize_model(model).eval()
     data_meta = _data_meta(Path(cfg["data"]))
     meta: dict[str, Any] = {
@@ -76,7 +105,7 @@ def export_run(
             "trained_by": "mpv-srunet train (mpv_srunet.training)",
             "data": data_meta,
             "init": cfg.get("init"),
-            "loss": "L1 + (1-SSIM) warm start" + ("" if cfg["warm_steps"] >= st["step"] else ", then LPIPS(VGG) + (1-SSIM) + 1e-3 BCE"),
+            "loss": _loss_text(cfg, int(st["step"])),
         },
         "training": {
             "preset": cfg["preset"],
@@ -84,12 +113,15 @@ def export_run(
             "seconds": round(float(st["elapsed"]), 1),
             "batch": cfg["batch"],
             "patch": cfg["patch"],
-            "lr": cfg["warm_lr"],
+            "lr": cfg["warm_lr"] if cfg["warm_steps"] >= st["step"] else cfg["lr"],
             "bf16": cfg.get("bf16", False),
             "hardware": hardware_string(torch.device(cfg.get("device") if cfg.get("device") in ("cpu", "cuda") else "cpu"), cfg["threads"]),
         },
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if blend is not None:
+        meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
+                                               "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
     prior = _prior_runs(cfg.get("init"))
     if prior:
         meta["provenance"]["earlier_stages"] = prior
@@ -101,13 +133,21 @@ def export_run(
     report = dict(meta, half=half)
     if compare:
         report["compare"] = {str(p): full_validation(load_model(p)[0], cfg["data"]) for p in compare}
-    (run_dir / "export.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(run_dir / "export.json", json.dumps(report, indent=1))
     if card is not None:
-        text = model_card(report, out)
-        tmp = card.with_name(f".{card.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, card)
+        write_text_atomic(card, model_card(report, out))
     return report
+
+
+def _loss_text(cfg: dict[str, Any], step: int) -> str:
+    warm = "L1 + (1-SSIM) warm start"
+    if cfg["warm_steps"] >= step:
+        return warm
+    l1 = cfg.get("gan_l1") or 0.0
+    gan = "LPIPS(VGG) + (1-SSIM)" + (f" + {l1:g} L1" if l1 else "") + f" + {cfg.get('adv_weight', 1e-3):g} BCE"
+    lp = cfg.get("lpips_net", "vgg")
+    gan = gan.replace("VGG", "AlexNet") if lp == "alex" else gan
+    return gan if cfg["warm_steps"] == 0 else f"{warm}, then {gan}"
 
 
 def _prior_runs(init: str | None) -> list[dict[str, Any]]:
@@ -171,6 +211,11 @@ def _init_text(p: dict[str, Any]) -> str:
     return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)
 
 
+def _interp_text(i: dict[str, Any]) -> str:
+    return (f"* Shipped weights = {i['alpha']:g} x this run + {1 - i['alpha']:g} x `{i['with']}` "
+            "(network interpolation, Wang et al. 2018: trades the GAN model's texture against the warm-start model's fidelity).")
+
+
 def model_card(report: dict[str, Any], weights: Path) -> str:
     """Markdown model card from an :func:`export_run` report (numbers only from measurements)."""
     t, p = report["training"], report["provenance"]
@@ -195,6 +240,7 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         f"* {t['steps']} steps of batch {t['batch']} ({t['patch']}x{t['patch']} input / {2 * t['patch']}x{2 * t['patch']} target patches, hflip only), "
         f"Adam lr {t['lr']}, bf16 body: {t['bf16']}.",
         f"* Loss: {p.get('loss')}. Init: {_init_text(p)}.",
+        *([_interp_text(p["interpolation"])] if p.get("interpolation") else []),
         f"* Time: {t['seconds'] / 3600:.2f} h of training steps ({t['steps'] / max(t['seconds'], 1e-9):.3f} steps/s) on {t['hardware']}, "
         "on a machine shared with other jobs.",
         *([f"* In all, with the earlier stages: {t['total_steps']} steps, {t['total_seconds'] / 3600:.2f} h."] if t.get("total_steps") else []),

@@ -133,9 +133,13 @@ class GraphReplay:
     so the pipeline's next frame cannot overwrite a result still being downloaded.
     """
 
-    def __init__(self, fn: Callable[[list[torch.Tensor]], torch.Tensor], warmup: int = 2) -> None:
+    def __init__(self, fn: Callable[[list[torch.Tensor]], torch.Tensor], warmup: int = 2, *, one_shape: bool = False) -> None:
         self._fn = fn
         self._warmup = warmup
+        # one_shape: ``fn`` runs on one TensorRT execution context, whose input shapes and
+        # tensor addresses a capture bakes in; a capture at a new shape re-configures that
+        # context and so invalidates the earlier graphs: keep only the latest one
+        self._one_shape = one_shape
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
 
     def _capture(self, inputs: list[torch.Tensor], stream: torch.cuda.Stream):
@@ -148,13 +152,18 @@ class GraphReplay:
                 self._fn(static_in)
         side.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # capture on the inputs' device (torch's default capture stream belongs to whichever
+        # device was current when it was first made) and only fail on this thread's unsafe
+        # calls: the filter's decode/encode threads keep running (trtexec does the same)
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             static_out = self._fn(static_in)
         return graph, static_in, static_out
 
     def __call__(self, inputs: list[torch.Tensor], stream: torch.cuda.Stream) -> torch.Tensor:
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if key not in self._graphs:
+            if self._one_shape:
+                self._graphs.clear()
             self._graphs[key] = self._capture(inputs, stream)
         graph, static_in, static_out = self._graphs[key]
         for s, t in zip(static_in, inputs):

@@ -44,11 +44,15 @@ class TRTRunner:
         if sorted(set(names) - set(outputs)) != sorted(input_names) or len(outputs) != 1:
             raise BackendError(f"srunet.trt: engine I/O {names} does not match the expected inputs {list(input_names)}")
         self.input_names, self.output_name = list(input_names), outputs[0]
-        self._out_dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(self.output_name)))).dtype
+        def torch_dtype(name: str):
+            return torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+
+        self._out_dtype = torch_dtype(self.output_name)
+        self._in_dtypes = {n: torch_dtype(n) for n in self.input_names}
         self._shapes: dict[str, tuple[int, ...]] = {}
         compute = self._execute
         if cuda_graphs:
-            graphed = GraphReplay(lambda ins: self._execute(ins, torch.cuda.current_stream()))
+            graphed = GraphReplay(lambda ins: self._execute(ins, torch.cuda.current_stream()), one_shape=True)
             compute = graphed
         self.pipeline = CudaPipeline(compute, self.device)
 
@@ -64,6 +68,8 @@ class TRTRunner:
         import torch
 
         for name, t in zip(self.input_names, dev_in):
+            if t.dtype != self._in_dtypes[name]:  # TensorRT would read the bytes as its own type
+                raise BackendError(f"srunet.trt: input {name} is {t.dtype}, the engine takes {self._in_dtypes[name]}")
             shape = tuple(t.shape)
             if self._shapes.get(name) != shape:
                 if not self.context.set_input_shape(name, shape):
