@@ -320,6 +320,53 @@ def test_network_interpolation_is_linear_and_exact_at_the_ends(tiny_data: Path, 
         interpolate_generators(a, other, 0.5)
 
 
+def test_pick_alpha_takes_the_lowest_lpips_blend_that_beats_bicubic(tiny_data: Path, tmp_path: Path) -> None:
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.model import reparameterize_model
+    from mpv_srunet.training.export import full_validation, interpolate_generators, pick_alpha
+    from mpv_srunet.training.loop import Trainer
+
+    try:
+        from mpv_srunet.metrics.lpips import find_weights
+
+        find_weights("alex")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    base = Trainer(_cfg(tiny_data, tmp_path / "base", steps=20, batch=4, warm_lr=1e-3), progress=False)
+    base.run()
+    tuned = Trainer(_cfg(tiny_data, tmp_path / "tuned", steps=3, seed=5, warm_steps=0,
+                         init=str(tmp_path / "base" / "checkpoint.pt")), progress=False)
+    tuned.run()
+    grid = (0.0, 0.5, 1.0)
+    try:
+        alpha, sweep = pick_alpha(tuned.gen, base.gen, tiny_data, grid)
+    except UsageError as e:  # then really no blend beats bicubic on both metrics
+        assert "no blend beats" in str(e)
+        for a in grid:
+            v = full_validation(reparameterize_model(interpolate_generators(tuned.gen, base.gen, a)), tiny_data)
+            assert v["psnr_y"] <= v["bicubic_psnr_y"] or v["ssim_y"] <= v["bicubic_ssim_y"]
+        return
+    assert [r["alpha"] for r in sweep] == list(grid)
+    ok = [r for r in sweep if r["validation"]["psnr_y"] > r["validation"]["bicubic_psnr_y"]
+          and r["validation"]["ssim_y"] > r["validation"]["bicubic_ssim_y"]]
+    assert alpha in [r["alpha"] for r in ok]
+    assert min(r["validation"]["lpips_alex"] for r in ok) == next(r for r in sweep if r["alpha"] == alpha)["validation"]["lpips_alex"]
+
+
+def test_choose_alpha_rule() -> None:
+    from mpv_srunet.training.export import choose_alpha
+
+    def row(a, psnr, ssim, lp):
+        return {"alpha": a, "validation": {"psnr_y": psnr, "ssim_y": ssim, "lpips_alex": lp,
+                                           "bicubic_psnr_y": 39.9, "bicubic_ssim_y": 0.953}}
+
+    sweep = [row(0.0, 40.3, 0.957, 0.185), row(0.5, 40.1, 0.956, 0.160), row(0.8, 39.95, 0.954, 0.150),
+             row(0.9, 39.95, 0.9525, 0.140), row(1.0, 39.5, 0.950, 0.130)]
+    assert choose_alpha(sweep) == 0.8  # 0.9 and 1.0 are lower on LPIPS but lose to bicubic on SSIM / PSNR
+    with pytest.raises(UsageError, match="no blend beats"):
+        choose_alpha(sweep[3:])
+
+
 def test_resume_refuses_another_config(tiny_data: Path, tmp_path: Path) -> None:
     from mpv_srunet.training.loop import Trainer
 

