@@ -63,6 +63,8 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert main(["train", "export", str(run2), str(out2)]) == 0
     meta = load_model(out2)[1].metadata
     assert meta["training"]["total_steps"] == 5 and meta["provenance"]["earlier_stages"][0]["steps"] == 4
+    # provenance paths are relative to the folder holding the runs, not this machine's absolute ones
+    assert meta["provenance"]["init"] == "run/checkpoint.pt" and meta["provenance"]["earlier_stages"][0]["data"] == "pairs"
     # network interpolation with the run it started from; alpha 0 gives that run's weights back
     out3 = tmp_path / "w3.safetensors"
     assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "0", "--card", str(card)]) == 0

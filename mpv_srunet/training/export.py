@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,9 @@ def export_run(
         meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
     elif evaluate_full:
         meta["validation"] = full_validation(deploy, cfg["data"])
+    root = Path(os.path.commonpath([run_dir.resolve(), Path(cfg["data"]).resolve()]))
+    if root != Path(root.anchor):  # run and data share a project folder
+        meta["provenance"] = _portable_paths(meta["provenance"], root)
     save_weights(out, deploy, meta, half=half)
     report = dict(meta, half=half)
     if sweep:
@@ -193,6 +197,21 @@ def _loss_text(cfg: dict[str, Any], step: int) -> str:
     lp = cfg.get("lpips_net", "vgg")
     gan = gan.replace("VGG", "AlexNet") if lp == "alex" else gan
     return gan if cfg["warm_steps"] == 0 else f"{warm}, then {gan}"
+
+
+def _portable_paths(obj: Any, root: Path) -> Any:
+    """``obj`` with absolute paths under ``root`` (the folder holding the runs and the data)
+    made relative to it, so shipped metadata names ``runs/default/checkpoint.pt``, not a home folder."""
+    if isinstance(obj, dict):
+        return {k: _portable_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable_paths(v, root) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        try:
+            return str(Path(obj).resolve().relative_to(root))
+        except ValueError:
+            return obj
+    return obj
 
 
 def _prior_runs(init: str | None) -> list[dict[str, Any]]:
