@@ -332,11 +332,11 @@ def test_pick_alpha_takes_the_lowest_lpips_blend_that_beats_bicubic(tiny_data: P
         assert "no blend beats" in str(e)
         for a in grid:
             v = full_validation(reparameterize_model(interpolate_generators(tuned.gen, base.gen, a)), tiny_data)
-            assert v["psnr_y"] <= v["bicubic_psnr_y"] or v["ssim_y"] <= v["bicubic_ssim_y"]
+            assert v["psnr_y"] < v["bicubic_psnr_y"] + 0.05 or v["ssim_y"] < v["bicubic_ssim_y"] + 0.0005
         return
     assert [r["alpha"] for r in sweep] == list(grid)
-    ok = [r for r in sweep if r["validation"]["psnr_y"] > r["validation"]["bicubic_psnr_y"]
-          and r["validation"]["ssim_y"] > r["validation"]["bicubic_ssim_y"]]
+    ok = [r for r in sweep if r["validation"]["psnr_y"] >= r["validation"]["bicubic_psnr_y"] + 0.05
+          and r["validation"]["ssim_y"] >= r["validation"]["bicubic_ssim_y"] + 0.0005]
     assert alpha in [r["alpha"] for r in ok]
     assert min(r["validation"]["lpips_alex"] for r in ok) == next(r for r in sweep if r["alpha"] == alpha)["validation"]["lpips_alex"]
 
@@ -348,9 +348,11 @@ def test_choose_alpha_rule() -> None:
         return {"alpha": a, "validation": {"psnr_y": psnr, "ssim_y": ssim, "lpips_alex": lp,
                                            "bicubic_psnr_y": 39.9, "bicubic_ssim_y": 0.953}}
 
-    sweep = [row(0.0, 40.3, 0.957, 0.185), row(0.5, 40.1, 0.956, 0.160), row(0.8, 39.95, 0.954, 0.150),
-             row(0.9, 39.95, 0.9525, 0.140), row(1.0, 39.5, 0.950, 0.130)]
-    assert choose_alpha(sweep) == 0.8  # 0.9 and 1.0 are lower on LPIPS but lose to bicubic on SSIM / PSNR
+    sweep = [row(0.0, 40.3, 0.957, 0.185), row(0.5, 40.1, 0.956, 0.160), row(0.8, 39.96, 0.954, 0.150),
+             row(0.9, 39.94, 0.9536, 0.140), row(1.0, 39.5, 0.950, 0.130)]
+    # 0.9 beats bicubic, but by less than the 0.05 dB margin; 1.0 loses on both
+    assert choose_alpha(sweep) == 0.8
+    assert choose_alpha(sweep, min_psnr_gain=0.0, min_ssim_gain=0.0) == 0.9
     with pytest.raises(UsageError, match="no blend beats"):
         choose_alpha(sweep[3:])
 

@@ -39,7 +39,7 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     for name in ("checkpoint.pt", "log.csv", "val.csv", "run.json", "plot.png"):
         assert (run / name).is_file(), name
     # --resume takes the run's own options (preset, batch, patch, data, bf16); only --steps is new
-    assert main(["train", "run", "--out", str(run), "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert main(["train", "run", "--out", str(run), "--resume", "--steps", "4", "--warm-lr", "5e-4", "--no-progress"]) == 0
     assert ": step 4," in capsys.readouterr().out
     import json
 
@@ -54,6 +54,8 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     model, info = load_model(out)
     assert info.form == "deploy" and info.cfg.n_filters == 32
     assert info.metadata["training"]["steps"] == 4
+    assert info.metadata["training"]["lr_schedule"] == [{"lr": 1e-4, "until_step": 3}, {"lr": 5e-4, "until_step": 4}]
+    assert "Adam lr 0.0001 to step 3, then 0.0005 to step 4" in text
     v = info.metadata["validation"]
     assert v["n"] == 1 and np.isfinite(v["psnr_y"]) and np.isfinite(v["bicubic_psnr_y"])
     # a second stage started from the first run's generator records the chain

@@ -54,7 +54,8 @@ ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 def pick_alpha(gan: SRUNet, base: SRUNet, data: str | Path, grid: tuple[float, ...] = ALPHA_GRID) -> tuple[float, list[dict[str, Any]]]:
     """The blend weight to ship: lowest full-frame validation LPIPS-alex among the
-    ``alpha`` in ``grid`` whose blend beats H.265 + bicubic on PSNR-Y *and* SSIM-Y.
+    ``alpha`` in ``grid`` whose blend beats H.265 + bicubic on PSNR-Y *and* SSIM-Y
+    by a margin (:data:`MIN_PSNR_GAIN`, :data:`MIN_SSIM_GAIN`).
 
     Returns ``(alpha, sweep)``, ``sweep`` holding every alpha's validation metrics.
     Without LPIPS weights, or when no alpha beats bicubic, it is a clear error.
@@ -70,12 +71,19 @@ def pick_alpha(gan: SRUNet, base: SRUNet, data: str | Path, grid: tuple[float, .
     return choose_alpha(sweep), sweep
 
 
-def choose_alpha(sweep: list[dict[str, Any]]) -> float:
-    """The rule of :func:`pick_alpha` applied to measured ``[{"alpha", "validation"}]`` rows."""
-    ok = [r for r in sweep if r["validation"]["psnr_y"] > r["validation"]["bicubic_psnr_y"]
-          and r["validation"]["ssim_y"] > r["validation"]["bicubic_ssim_y"]]
+MIN_PSNR_GAIN = 0.05  # dB over H.265 + bicubic that a picked blend keeps on validation ...
+MIN_SSIM_GAIN = 0.0005  # ... and SSIM-Y: a margin, so that 8 frames' noise cannot carry the choice
+
+
+def choose_alpha(sweep: list[dict[str, Any]], min_psnr_gain: float = MIN_PSNR_GAIN, min_ssim_gain: float = MIN_SSIM_GAIN) -> float:
+    """The rule of :func:`pick_alpha` applied to measured ``[{"alpha", "validation"}]`` rows:
+    lowest LPIPS-alex among the rows at least ``min_psnr_gain`` dB and ``min_ssim_gain``
+    above H.265 + bicubic on PSNR-Y and SSIM-Y."""
+    ok = [r for r in sweep if r["validation"]["psnr_y"] >= r["validation"]["bicubic_psnr_y"] + min_psnr_gain
+          and r["validation"]["ssim_y"] >= r["validation"]["bicubic_ssim_y"] + min_ssim_gain]
     if not ok:
-        raise UsageError("--alpha auto: no blend beats H.265 + bicubic on both PSNR-Y and SSIM-Y; pass an --alpha by hand")
+        raise UsageError(f"--alpha auto: no blend beats H.265 + bicubic by {min_psnr_gain} dB PSNR-Y and {min_ssim_gain} SSIM-Y; "
+                         "pass an --alpha by hand")
     return min(ok, key=lambda r: (r["validation"]["lpips_alex"], -r["alpha"]))["alpha"]
 
 
@@ -152,6 +160,7 @@ def export_run(
             "batch": cfg["batch"],
             "patch": cfg["patch"],
             "lr": cfg["warm_lr"] if cfg["warm_steps"] >= st["step"] else cfg["lr"],
+            "lr_schedule": _lr_schedule(run_dir / "log.csv", int(st["step"])),
             "bf16": cfg.get("bf16", False),
             "hardware": hardware_string(torch.device(cfg.get("device") if cfg.get("device") in ("cpu", "cuda") else "cpu"), cfg["threads"]),
         },
@@ -161,8 +170,8 @@ def export_run(
         meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
                                                "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
         if sweep:
-            meta["provenance"]["interpolation"]["picked"] = ("lowest validation LPIPS-alex among the alphas that beat "
-                                                             "H.265 + bicubic on both PSNR-Y and SSIM-Y")
+            meta["provenance"]["interpolation"]["picked"] = (f"lowest validation LPIPS-alex among the alphas at least {MIN_PSNR_GAIN} dB "
+                                                             f"PSNR-Y and {MIN_SSIM_GAIN} SSIM-Y above H.265 + bicubic")
     prior = _prior_runs(cfg.get("init"))
     if prior:
         meta["provenance"]["earlier_stages"] = prior
@@ -197,6 +206,31 @@ def _loss_text(cfg: dict[str, Any], step: int) -> str:
     lp = cfg.get("lpips_net", "vgg")
     gan = gan.replace("VGG", "AlexNet") if lp == "alex" else gan
     return gan if cfg["warm_steps"] == 0 else f"{warm}, then {gan}"
+
+
+def _lr_schedule(log_csv: Path, last_step: int) -> list[dict[str, Any]]:
+    """``[{"lr", "until_step"}]`` segments of the learning rate as ``log.csv`` recorded it
+    (a ``--resume`` may change ``--lr``); the last segment ends at ``last_step``. Empty
+    without a log."""
+    import csv
+
+    try:
+        rows = list(csv.DictReader(log_csv.open()))
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        try:
+            lr, step = float(r["lr"]), int(r["step"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if out and abs(out[-1]["lr"] - lr) <= 1e-9 * max(lr, 1e-30):
+            out[-1]["until_step"] = step
+        else:
+            out.append({"lr": float(f"{lr:.6g}"), "until_step": step})
+    if out:
+        out[-1]["until_step"] = last_step
+    return out
 
 
 def _portable_paths(obj: Any, root: Path) -> Any:
@@ -275,6 +309,13 @@ def _init_text(p: dict[str, Any]) -> str:
     return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)
 
 
+def _lr_text(t: dict[str, Any]) -> str:
+    sched = t.get("lr_schedule") or []
+    if len(sched) < 2:
+        return f"{t['lr']:g}"
+    return ", then ".join(f"{seg['lr']:g} to step {seg['until_step']}" for seg in sched)
+
+
 def _sweep_rows(report: dict[str, Any]) -> list[str]:
     sweep = report.get("alpha_sweep")
     if not sweep:
@@ -315,7 +356,7 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         "",
         "## Training",
         f"* {t['steps']} steps of batch {t['batch']} ({t['patch']}x{t['patch']} input / {2 * t['patch']}x{2 * t['patch']} target patches, hflip only), "
-        f"Adam lr {t['lr']}, bf16 body: {t['bf16']}.",
+        f"Adam lr {_lr_text(t)}, bf16: {t['bf16']}.",
         f"* Loss: {p.get('loss')}. Init: {_init_text(p)}.",
         *([_interp_text(p["interpolation"])] if p.get("interpolation") else []),
         f"* Time: {t['seconds'] / 3600:.2f} h of training steps ({t['steps'] / max(t['seconds'], 1e-9):.3f} steps/s) on {t['hardware']}, "

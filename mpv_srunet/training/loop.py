@@ -256,6 +256,7 @@ class Trainer:
                     val = self._log_val(runlog, bar)
             bar.close()
             if stop.requested:
+                self._flush_log(runlog)
                 self.save()
                 log.warning("interrupted: checkpoint saved at step %d in %s", self.step, self.out / CHECKPOINT_NAME)
                 raise KeyboardInterrupt
@@ -270,16 +271,23 @@ class Trainer:
         for k, v in terms.items():
             self._acc.setdefault(k, []).append(v)
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-            sps = (self.step - self._s0) / max(time.monotonic() - self._t0, 1e-9)
-            row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self._acc.items()}
-            row.update(step=self.step, elapsed_s=round(self.elapsed, 1), phase=self.phase(), steps_per_s=round(sps, 4))
-            runlog.train(row)
+            row = self._flush_log(runlog)
             post = {k: f"{row[k]:.4f}" for k in ("l1", "ssim", "lpips", "adv", "d_loss") if k in row}
-            bar.set_postfix(post | {"it/s": f"{sps:.2f}"})
-            self._acc = {}
+            bar.set_postfix(post | {"it/s": f"{row['steps_per_s']:.2f}"})
         if self.step % cfg.ckpt_every == 0 or time.monotonic() - self._last_ckpt > 60 * cfg.ckpt_minutes:
             self.save()
             self._last_ckpt = time.monotonic()
+
+    def _flush_log(self, runlog: "RunLog") -> dict[str, Any]:
+        """Write the mean of the loss terms since the last row as one log.csv row."""
+        if not self._acc:
+            return {}
+        sps = (self.step - self._s0) / max(time.monotonic() - self._t0, 1e-9)
+        row: dict[str, Any] = {k: float(np.mean(v)) for k, v in self._acc.items()}
+        row.update(step=self.step, elapsed_s=round(self.elapsed, 1), phase=self.phase(), steps_per_s=round(sps, 4))
+        runlog.train(row)
+        self._acc = {}
+        return row
 
     def _val_lpips(self) -> nn.Module | None:
         """LPIPS-alex for periodic validation once the GAN phase (which needs the LPIPS weights) runs."""
