@@ -348,7 +348,7 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         "",
         "## Data",
         f"* Training: {d.get('sources', {}).get('train')} real sources (Debian lomiri-wallpapers-16.04, mate-backgrounds, "
-        "lxqt-themes photos and graphics; opencv-doc vtest.avi), "
+        "lxqt-themes photos and graphics; see docs/training.md), "
         f"{(d.get('pairs') or {}).get('train')} pairs at CRF {d.get('crfs')}.",
         f"* Degradation: {d.get('degradation')}.",
         f"* Validation (never trained on, other resolutions of these pictures excluded too): {', '.join(d.get('sources', {}).get('val') or [])}; "
