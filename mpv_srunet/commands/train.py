@@ -129,7 +129,7 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
                         "normally the warm-start run the GAN phase began from)")
     p.add_argument("--alpha", type=_alpha, default=1.0,
                    help="weight of this run in --blend, or 'auto': the lowest validation LPIPS-alex among 0, 0.1, ..., 1 "
-                        "that still beats H.265 + bicubic on PSNR-Y and SSIM-Y (default 1: no blend)")
+                        "that still beats H.265 + bicubic by 0.05 dB PSNR-Y and 0.0005 SSIM-Y (default 1: no blend)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run_export)
 
