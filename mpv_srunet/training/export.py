@@ -17,7 +17,7 @@ from ..weights import load_model, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
-from .loop import hardware_string
+from .loop import hardware_string, read_csv
 
 
 def generator_from_checkpoint(path: Path) -> tuple[SRUNet, dict[str, Any]]:
@@ -212,22 +212,16 @@ def _lr_schedule(log_csv: Path, last_step: int) -> list[dict[str, Any]]:
     """``[{"lr", "until_step"}]`` segments of the learning rate as ``log.csv`` recorded it
     (a ``--resume`` may change ``--lr``); the last segment ends at ``last_step``. Empty
     without a log."""
-    import csv
-
-    try:
-        rows = list(csv.DictReader(log_csv.open()))
-    except OSError:
-        return []
     out: list[dict[str, Any]] = []
-    for r in rows:
+    for r in read_csv(log_csv):
         try:
-            lr, step = float(r["lr"]), int(r["step"])
+            lr, step = float(f"{float(r['lr']):.6g}"), int(r["step"])
         except (KeyError, TypeError, ValueError):
             continue
-        if out and abs(out[-1]["lr"] - lr) <= 1e-9 * max(lr, 1e-30):
+        if out and out[-1]["lr"] == lr:
             out[-1]["until_step"] = step
         else:
-            out.append({"lr": float(f"{lr:.6g}"), "until_step": step})
+            out.append({"lr": lr, "until_step": step})
     if out:
         out[-1]["until_step"] = last_step
     return out

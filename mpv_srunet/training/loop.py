@@ -124,6 +124,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr)
         self.step, self.elapsed = 0, 0.0
         self._losses: dict[str, GeneratorLoss] = {}
+        self._lpips_alex: nn.Module | None = None  # periodic validation's LPIPS-alex, made when first needed
         if resume:
             self._resume()
         elif (self.out / CHECKPOINT_NAME).exists():
@@ -293,7 +294,7 @@ class Trainer:
         """LPIPS-alex for periodic validation once the GAN phase (which needs the LPIPS weights) runs."""
         if self.phase() != "gan":
             return None
-        if getattr(self, "_lpips_alex", None) is None:
+        if self._lpips_alex is None:
             from ..metrics.lpips import LPIPS
 
             self._lpips_alex = LPIPS("alex")
@@ -396,7 +397,7 @@ def hardware_string(device: torch.device, threads: int) -> str:
     return f"CPU {cpu}, {threads} torch thread(s)"
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
@@ -410,7 +411,7 @@ def plot_run(out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = _read_csv(out / "log.csv"), _read_csv(out / "val.csv")
+    train, val = read_csv(out / "log.csv"), read_csv(out / "val.csv")
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [int(r["step"]) for r in train]
     for k in ("loss", "l1", "ssim", "lpips", "adv", "d_loss"):
