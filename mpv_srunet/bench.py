@@ -194,6 +194,8 @@ def make_bench_clip(path: Path, width: int, height: int, frames: int, fps: int =
     """A real H.265 clip (libx265, CRF 23, BT.709 limited): a 2 px/frame pan, made with PyAV."""
     import av
 
+    from .video import mux
+
     src = _source_rgb(width + 2 * frames + 2, height)
     x0, y0 = (src.shape[1] - width - 2 * frames) // 2, (src.shape[0] - height) // 2
     with av.open(str(path), "w") as out:
@@ -206,10 +208,8 @@ def make_bench_clip(path: Path, width: int, height: int, frames: int, fps: int =
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                 format="yuv420p", dst_colorspace="itu709", dst_color_range="MPEG")
             f.pts, f.time_base = i, Fraction(1, fps)
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
+            mux(out, vs.encode(f))
+        mux(out, vs.encode())
     return path
 
 

@@ -67,6 +67,30 @@ class UpscaleReport:
 # --------------------------------------------------------------------------- input
 
 
+# Longest decode delay (pts - dts) we accept from an encoder; anything beyond is not a delay.
+MAX_DECODE_DELAY_S = 60.0
+
+
+def mux(container: Any, packets: Any) -> int:
+    """Mux encoder packets, repairing libx265's decode timestamps on very short clips; returns bytes.
+
+    x265 sets its B-frame delay time only once it has received more frames than that
+    delay (2 with the default presets), so every packet of a clip of 2 frames carries a
+    dts built from uninitialised memory: the muxer then fails at random ("Invalid
+    argument" when that dts lands after the pts) or writes nonsense. Such clips cannot
+    reorder frames, so a packet whose dts lies after its pts, or further than
+    ``MAX_DECODE_DELAY_S`` before it, gets dts = pts.
+    """
+    total = 0
+    for p in packets:
+        if p.dts is not None and p.pts is not None and p.time_base:
+            if p.dts > p.pts or (p.pts - p.dts) * p.time_base > MAX_DECODE_DELAY_S:
+                p.dts = p.pts
+        total += p.size
+        container.mux(p)
+    return total
+
+
 def _is_url(s: str) -> bool:
     return "://" in s
 
@@ -218,8 +242,7 @@ class _Writer:
                            interpolation=sws_flags())
         if self.kind == "video" and pts is not None:
             f.pts, f.time_base = pts, time_base
-        for p in self.vs.encode(f):
-            self.container.mux(p)
+        mux(self.container, self.vs.encode(f))
 
     def write_packet(self, packet: Any) -> None:
         ostream = self.copied.get(packet.stream.index)
@@ -229,8 +252,7 @@ class _Writer:
         self.container.mux(packet)
 
     def close(self) -> None:
-        for p in self.vs.encode():
-            self.container.mux(p)
+        mux(self.container, self.vs.encode())
         self.container.close()
 
 

@@ -64,6 +64,8 @@ def make_h265_clip(
     with an AAC tone track when ``audio``. Made with PyAV."""
     import av
 
+    from mpv_srunet.video import mux
+
     src = load_photo_rgb(width + 2 * frames + 2, height)
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)
@@ -82,10 +84,8 @@ def make_h265_clip(
                 format=pix_fmt, dst_colorspace="itu709", dst_color_range="MPEG")
             f.pts = i
             f.time_base = Fraction(1, fps)
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
+            mux(out, vs.encode(f))
+        mux(out, vs.encode())
         if a_s is not None:
             _write_tone(out, a_s, seconds=frames / fps)
     return path

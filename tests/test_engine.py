@@ -25,6 +25,7 @@ from conftest import load_photo_rgb
 from mpv_srunet.errors import BackendUnavailable, ConfigError
 from mpv_srunet.filter import FrameColour, frame_to_float
 from mpv_srunet.model import create_model
+from mpv_srunet.video import mux
 from mpv_srunet.trt.builder import engine_problems, probe_machine, unavailable_reason
 from mpv_srunet.trt.cache import (
     EngineKey,
@@ -153,10 +154,8 @@ def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int 
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(src[:, 2 * i: 2 * i + w]), format="rgb24")
             f = f.reformat(format=pix_fmt, dst_colorspace=cs, dst_color_range=cr)
             f.pts, f.time_base = i, Fraction(1, 24)
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
+            mux(out, vs.encode(f))
+        mux(out, vs.encode())
     with av.open(str(path)) as c:
         return [f for f in c.decode(video=0)]
 

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import load_photo_rgb, make_h265_clip
 from mpv_srunet.cli import main
+from mpv_srunet.video import mux
 
 
 def cli(*args: str) -> int:
@@ -97,10 +98,8 @@ def _encode(path: Path, frames: list[np.ndarray], pix_fmt: str, codec: str = "li
         for i, a in enumerate(frames):
             f = av.VideoFrame.from_ndarray(a, format=fmt_in).reformat(format=pix_fmt)
             f.pts, f.time_base = i, Fraction(1, 24)
-            for p in s.encode(f):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+            mux(out, s.encode(f))
+        mux(out, s.encode())
     return path
 
 
@@ -111,6 +110,26 @@ def test_odd_sizes(tmp_path, tiny_weights, w, h):
     assert cli(src, tmp_path / "o.mkv", "--weights", tiny_weights, "--codec", "ffv1") == 0
     p = probe(tmp_path / "o.mkv")
     assert p["size"] == (2 * w, 2 * h) and p["frames"] == 2
+
+
+def test_two_frame_h265_clips_mux_cleanly(tmp_path, tiny_weights):
+    """libx265 leaves the dts of 2-frame clips uninitialised (garbage, sometimes after the
+    pts: the muxer's EINVAL); ``mux`` repairs it. Many real 2-frame encodes, then the
+    product's own libx265 writer on a 2-frame clip."""
+    rgb = load_photo_rgb(64, 48)
+    for k in range(16):
+        mp4 = _encode(tmp_path / f"two{k}.mp4", [rgb, rgb[:, ::-1].copy()], "yuv420p")  # MP4 keeps the dts
+        with av.open(str(mp4)) as c:
+            stamps = [(p.pts * p.time_base, p.dts * p.time_base) for p in c.demux(video=0) if p.size]
+        assert [t for t, _ in stamps] == [0, Fraction(1, 24)], stamps
+        assert all(0 <= t - d < 1 for t, d in stamps), stamps
+        path = _encode(tmp_path / f"two{k}.mkv", [rgb, rgb[:, ::-1].copy()], "yuv420p")
+        with av.open(str(path)) as c:
+            assert len(list(c.decode(video=0))) == 2
+    for k in range(4):
+        out = tmp_path / f"up{k}.mkv"
+        assert cli(path, out, "--weights", tiny_weights, "--preset", "ultrafast") == 0
+        assert probe(out)["frames"] == 2
 
 
 def test_ten_bit_and_grayscale(tmp_path, tiny_weights):

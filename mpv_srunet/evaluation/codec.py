@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import MediaError
 from ..filter import sws_flags
+from ..video import mux
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,8 @@ def encode_h265(
                 src_color_range="JPEG", dst_color_range="MPEG", interpolation=sws_flags(),
             )
             f.pts, f.time_base = i, 1 / rate
-            for p in vs.encode(f):
-                total += p.size
-                out.mux(p)
-        for p in vs.encode():
-            total += p.size
-            out.mux(p)
+            total += mux(out, vs.encode(f))
+        total += mux(out, vs.encode())
     return Encoded(path, len(frames), total, float(fps))
 
 

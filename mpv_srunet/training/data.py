@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import MediaError, UsageError
 from ..filter import sws_flags
+from ..video import mux
 
 log = logging.getLogger(__name__)
 
@@ -220,19 +221,14 @@ def x265_roundtrip(frames: list[np.ndarray], crf: int, preset: str = "medium", f
 
     ``frames`` are same-sized RGB uint8 ground-truth frames (H, W multiples of 4);
     one call is one clip, so frames after the first may be P/B frames. A failed
-    encode is retried once (a rare muxer error seen under heavy load), then reported
-    as a MediaError so ``prepare`` skips and counts that source.
+    encode is reported as a MediaError so ``prepare`` skips and counts that source.
     """
     import av
 
-    for attempt in (1, 2):
-        try:
-            return _x265_once(frames, crf, preset, fps)
-        except av.FFmpegError as e:
-            if attempt == 2:
-                raise MediaError(f"libx265 round trip failed at CRF {crf} ({e})") from None
-            log.warning("libx265 round trip failed (%s); retrying once", e)
-    raise AssertionError("unreachable")
+    try:
+        return _x265_once(frames, crf, preset, fps)
+    except av.FFmpegError as e:
+        raise MediaError(f"libx265 round trip failed at CRF {crf} ({e})") from None
 
 
 def _x265_once(frames: list[np.ndarray], crf: int, preset: str, fps: int) -> list[np.ndarray]:
@@ -251,10 +247,8 @@ def _x265_once(frames: list[np.ndarray], crf: int, preset: str, fps: int) -> lis
         for i, rgb in enumerate(frames):
             yuv = _to_yuv_half(rgb)
             yuv.pts, yuv.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(yuv):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            mux(out, stream.encode(yuv))
+        mux(out, stream.encode())
     buf.seek(0)
     with av.open(buf, format="hevc") as inp:
         decoded = [_yuv_to_rgb(f) for f in inp.decode(video=0)]
