@@ -67,30 +67,6 @@ class UpscaleReport:
 # --------------------------------------------------------------------------- input
 
 
-# Longest decode delay (pts - dts) we accept from an encoder; anything beyond is not a delay.
-MAX_DECODE_DELAY_S = 60.0
-
-
-def mux(container: Any, packets: Any) -> int:
-    """Mux encoder packets, repairing libx265's decode timestamps on very short clips; returns bytes.
-
-    x265 sets its B-frame delay time only once it has received more frames than that
-    delay (2 with the default presets), so every packet of a clip of 2 frames carries a
-    dts built from uninitialised memory: the muxer then fails at random ("Invalid
-    argument" when that dts lands after the pts) or writes nonsense. Such clips cannot
-    reorder frames, so a packet whose dts lies after its pts, or further than
-    ``MAX_DECODE_DELAY_S`` before it, gets dts = pts.
-    """
-    total = 0
-    for p in packets:
-        if p.dts is not None and p.pts is not None and p.time_base:
-            if p.dts > p.pts or (p.pts - p.dts) * p.time_base > MAX_DECODE_DELAY_S:
-                p.dts = p.pts
-        total += p.size
-        container.mux(p)
-    return total
-
-
 def _is_url(s: str) -> bool:
     return "://" in s
 
@@ -180,6 +156,30 @@ def check_paths(src: str, dst: str) -> None:
         raise UsageError(f"{dst}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{dst}: folder {parent} is not writable")
+
+
+# Longest decode delay (pts - dts) we accept from an encoder; anything beyond is not a delay.
+MAX_DECODE_DELAY_S = 60.0
+
+
+def mux(container: Any, packets: Any) -> int:
+    """Mux encoder packets, repairing libx265's decode timestamps on very short clips; returns bytes.
+
+    x265 sets its B-frame delay time only once it has received more frames than that
+    delay (2 with the default presets), so every packet of a clip of 2 frames carries a
+    dts built from uninitialised memory: the muxer then fails at random ("Invalid
+    argument" when that dts lands after the pts) or writes nonsense. Such clips cannot
+    reorder frames, so a packet whose dts lies after its pts, or further than
+    ``MAX_DECODE_DELAY_S`` before it, gets dts = pts.
+    """
+    total = 0
+    for p in packets:
+        if p.dts is not None and p.pts is not None and p.time_base:
+            if p.dts > p.pts or (p.pts - p.dts) * p.time_base > MAX_DECODE_DELAY_S:
+                p.dts = p.pts
+        total += p.size
+        container.mux(p)
+    return total
 
 
 class _Writer:

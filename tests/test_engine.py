@@ -25,7 +25,6 @@ from conftest import load_photo_rgb
 from mpv_srunet.errors import BackendUnavailable, ConfigError
 from mpv_srunet.filter import FrameColour, frame_to_float
 from mpv_srunet.model import create_model
-from mpv_srunet.video import mux
 from mpv_srunet.trt.builder import engine_problems, probe_machine, unavailable_reason
 from mpv_srunet.trt.cache import (
     EngineKey,
@@ -47,6 +46,7 @@ from mpv_srunet.trt.graph import (
     dummy_inputs,
     export_engine_onnx,
 )
+from mpv_srunet.video import mux
 
 REPO = Path(__file__).resolve().parents[1]
 
