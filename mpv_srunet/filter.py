@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .backends import Backend, create_backend
 from .errors import MediaError
 from .model import SRUNet, SRUNetCfg
 from .weights import WeightsInfo, load_model
+
+if TYPE_CHECKING:
+    from .trt.graph import ColourSpec
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,10 @@ def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None
         format=like.format.name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
         src_color_range="JPEG", dst_color_range=colour.range, interpolation=sws_flags(),
     )
+    return _tag_like(out, like, colour)
+
+
+def _tag_like(out: Any, like: Any, colour: FrameColour) -> Any:
     if not like.format.name.startswith(("rgb", "bgr", "gbr")):
         out.colorspace = colour.avcol_spc
         out.color_range = colour.avcol_range
@@ -122,6 +129,28 @@ def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None
     if like.time_base is not None:
         out.time_base = like.time_base
     return out
+
+
+def yuv420_to_frame(planes: np.ndarray, like: Any, colour: FrameColour) -> Any:
+    """(H*3/2, W) uint8 yuv420p planes -> VideoFrame tagged with ``colour`` and ``like``'s timing."""
+    import av
+
+    return _tag_like(av.VideoFrame.from_ndarray(planes, format="yuv420p"), like, colour)
+
+
+#: swscale matrix names -> the GPU conversion's (mpv_srunet.trt.graph.MATRICES) names
+_SWS_TO_MATRIX = {"itu709": "bt709", "itu601": "bt601", "smpte170m": "bt601", "bt2020": "bt2020"}
+
+
+def colour_spec(colour: FrameColour) -> ColourSpec | None:
+    """The GPU conversions' ColourSpec for ``colour`` (left-sited 4:2:0 chroma, as swscale
+    assumes), or None for a matrix they do not implement (FCC, SMPTE 240M)."""
+    from .trt.graph import ColourSpec
+
+    matrix = _SWS_TO_MATRIX.get(colour.matrix)
+    if matrix is None:
+        return None
+    return ColourSpec(matrix, "limited" if colour.range == "MPEG" else "full", "left")
 
 
 def uint8_to_float(rgb: np.ndarray) -> np.ndarray:
@@ -233,10 +262,39 @@ class Upscaler:
             i += len(group)
         return out
 
+    def upscale_yuv420(self, frame: Any, colour: FrameColour | None = None) -> np.ndarray | None:
+        """A yuv420p VideoFrame -> the 2x frame's yuv420p planes as one (2H*3/2, 2W) uint8 array
+        (PyAV's ``to_ndarray`` layout), same matrix and range, converted on the backend's device.
+
+        This is the GPU frame path (torch-cuda): only the decoded planes go to the GPU and
+        only the output planes come back. Returns None where it does not apply (a backend
+        without one, another pixel format, odd sizes, a matrix other than BT.709/601/2020):
+        then use :meth:`upscale` or :meth:`upscale_float`.
+        """
+        colour = colour or frame_colour(frame)
+        spec = self._yuv420_spec(frame, colour)
+        if spec is None:
+            return None
+        h, w = frame.height, frame.width
+        if h * w > MAX_INPUT_PIXELS:
+            raise MediaError(f"frame {w}x{h} is larger than the {MAX_INPUT_PIXELS / 1e6:.1f} MP this filter accepts; downscale it first")
+        y, u, v = (np.frombuffer(p, np.uint8).reshape(ph, p.line_size)[:, :pw]
+                   for p, ph, pw in zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2)))
+        return self._backend.infer_yuv420(y, u, v, spec)
+
+    def _yuv420_spec(self, frame: Any, colour: FrameColour) -> ColourSpec | None:
+        """The ColourSpec for the frame path, or None where it does not apply."""
+        if (not hasattr(self._backend, "infer_yuv420") or frame.format.name != "yuv420p"
+                or frame.width % 2 or frame.height % 2 or self.cfg.total_scale != 2):
+            return None
+        return colour_spec(colour)
+
     def _upscale_group(self, group: list[Any]) -> list[Any]:
         if isinstance(group[0], np.ndarray):
             return self._upscale_rgb_batch(group)
         colours = [frame_colour(f) for f in group]
+        if all(self._yuv420_spec(f, c) is not None for f, c in zip(group, colours)):
+            return [yuv420_to_frame(self.upscale_yuv420(f, c), f, c) for f, c in zip(group, colours)]
         x = np.stack([frame_to_float(f, c).transpose(2, 0, 1) for f, c in zip(group, colours)])
         y = self.upscale_float(x)
         return [float_to_frame(t.transpose(1, 2, 0), f, c) for t, f, c in zip(y, group, colours)]

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from fractions import Fraction
@@ -23,7 +24,10 @@ import torch
 
 from conftest import load_photo_rgb
 from mpv_srunet.errors import BackendUnavailable, ConfigError
-from mpv_srunet.filter import FrameColour, frame_to_float
+from mpv_srunet.filter import FrameColour, Upscaler, colour_spec, frame_to_float
+from mpv_srunet.mpv.render import float_to_yuv420
+from mpv_srunet.trt.runtime import pad_yuv420
+from mpv_srunet.weights import load_model
 from mpv_srunet.model import create_model
 from mpv_srunet.trt.builder import engine_problems, probe_machine, unavailable_reason
 from mpv_srunet.trt.cache import (
@@ -42,9 +46,12 @@ from mpv_srunet.trt.graph import (
     ColourSpec,
     EngineGraph,
     GraphSpec,
+    RGBToYUV420,
+    YUV420FrameGraph,
     YUV420ToRGB,
     dummy_inputs,
     export_engine_onnx,
+    unpack_yuv420,
 )
 from mpv_srunet.video import mux
 
@@ -140,9 +147,9 @@ def test_static_export_and_bad_static_size(tiny_model, tmp_path):
 _PYAV_NAMES = {"bt709": "itu709", "bt601": "itu601", "limited": "MPEG", "full": "JPEG"}
 
 
-def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int = 2) -> list:
+def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int = 2, w: int = 128,
+                    h: int = 96) -> list:
     """Encode a real photo with libx265 in the given format and colour, decode it back."""
-    w, h = 128, 96
     src = load_photo_rgb(w + 4, h)
     path = tmp_path / f"{pix_fmt}_{matrix}_{rng}.mkv"
     cs, cr = _PYAV_NAMES[matrix], _PYAV_NAMES[rng]
@@ -251,6 +258,69 @@ def test_yuv_engine_graph_equals_torch_on_decoded_frame(tiny_model, tmp_path):
         ref = EngineGraph(tiny_model, spec)(*(torch.from_numpy(p.copy())[None, None] for p in planes))
     assert out.shape == (1, 192, 256, 3)
     assert np.abs(out.astype(int) - ref.numpy().astype(int)).max() <= 1
+
+
+# --------------------------------------------------------------------------- GPU frame path (torch-cuda)
+
+
+def _python_path_yuv420(model, frame, colour: FrameColour) -> np.ndarray:
+    """What the mpv renderer does with a float backend: swscale to RGB, the net, swscale to yuv420p."""
+    with Upscaler(model=model, backend="torch-cpu", precision="fp32") as up:
+        x = np.ascontiguousarray(frame_to_float(frame, colour).transpose(2, 0, 1)[None])
+        return float_to_yuv420(up.upscale_float(x)[0], colour, (2 * frame.width, 2 * frame.height))
+
+
+def _yuv_diff(a: np.ndarray, b: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """|a - b| of two (h*3/2, w) yuv420p arrays, split into luma and chroma."""
+    d = np.abs(a.astype(int) - b.astype(int))
+    return d[:h], d[h:]
+
+
+def test_rgb_to_yuv420_matches_swscale_on_a_photo():
+    """The GPU's RGB -> 4:2:0 conversion against swscale's (the renderer's float path)."""
+    rgb = load_photo_rgb(320, 180)
+    # full range: swscale's default (not ACCURATE_RND) path truncates chroma, about -0.5 level
+    for matrix, rng, chroma_mean in (("bt709", "limited", 0.15), ("bt601", "full", 0.7)):
+        colour = FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)
+        ref = float_to_yuv420(rgb.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0, colour, (320, 180))
+        t = torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None].float() / 255.0
+        y, u, v = (p.numpy() for p in RGBToYUV420(ColourSpec(matrix, rng))(t))
+        assert y.dtype == np.uint8 and y.shape == (1, 1, 180, 320) and u.shape == v.shape == (1, 1, 90, 160)
+        dy, dc = _yuv_diff(np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(270, 320), ref, 180)
+        assert dy.max() <= 1 and dy.mean() < 0.05, (matrix, dy.max(), dy.mean())
+        assert dc.max() <= 1 and dc.mean() < chroma_mean, (matrix, dc.max(), dc.mean())
+
+
+@pytest.mark.parametrize("matrix,rng", [("bt709", "limited"), ("bt601", "full")])
+def test_yuv420_frame_graph_matches_the_python_path(tmp_path, matrix, rng):
+    """Planes in, planes out, in one torch graph (what torch-cuda runs on the GPU), against the
+    renderer's float path, on a real H.265 frame whose size needs padding (132x100 -> 136x104)."""
+    frame = _decoded_frames(tmp_path, "yuv420p", matrix, rng, n=1, w=132, h=100)[0]
+    colour = FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)
+    model = load_model(None, deploy=True)[0]
+    ref = _python_path_yuv420(model, frame, colour)
+    planes = pad_yuv420(*_planes(frame), 8)
+    assert planes[0].shape == (1, 1, 104, 136)
+    with torch.no_grad():
+        flat = YUV420FrameGraph(model, colour_spec(colour), "fp32")(*(torch.from_numpy(p) for p in planes))
+    out = unpack_yuv420(flat.numpy(), (208, 272), (200, 264))
+    assert out.shape == ref.shape == (300, 264) and out.dtype == np.uint8
+    dy, dc = _yuv_diff(out, ref, 200)
+    # luma: the two paths differ only in 4:2:0 chroma upsampling/rounding (swscale vs the textbook)
+    # (measured: luma mean 0.22-0.25, p99 1; chroma mean 0.22 limited, 0.61 full: swscale's truncation)
+    assert dy.mean() < 0.4 and np.percentile(dy, 99) <= 2, (dy.mean(), np.percentile(dy, 99))
+    assert dc.mean() < 0.8 and np.percentile(dc, 99) <= 2, (dc.mean(), np.percentile(dc, 99))
+    with pytest.raises(ConfigError):
+        unpack_yuv420(flat.numpy(), (208, 272), (202, 264))  # 4:2:0 rows of a y4m frame need h % 4 == 0
+
+
+def test_frame_path_only_where_the_backend_has_one(tmp_path, tiny_model):
+    frame = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=1)[0]
+    with Upscaler(model=tiny_model, backend="torch-cpu") as up:
+        assert up.upscale_yuv420(frame) is None  # CPU backends keep the float path
+    assert colour_spec(FrameColour("itu709", "MPEG", False)) == ColourSpec("bt709", "limited", "left")
+    assert colour_spec(FrameColour("smpte170m", "JPEG", False)) == ColourSpec("bt601", "full", "left")
+    assert colour_spec(FrameColour("smpte240m", "MPEG", False)) is None
 
 
 # --------------------------------------------------------------------------- engine cache
@@ -477,6 +547,49 @@ def test_cuda_graphs_survive_alternating_frame_sizes(tiny_model, tmp_path, backe
     finally:
         plain.close()
         graphed.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graphs", [False, True], ids=["eager", "cuda-graphs"])
+def test_torch_cuda_frame_path_matches_the_python_path(tmp_path, cuda_graphs):
+    """Upscaler(torch-cuda): yuv420p frames in and out on the GPU, against the CPU float path."""
+    frames = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=2, w=132, h=100)
+    colour = FrameColour("itu709", "MPEG", False)
+    model = load_model(None, deploy=True)[0]
+    with Upscaler(model=model, backend="torch-cuda", cuda_graphs=cuda_graphs) as up:
+        outs = [up.upscale_yuv420(f, colour) for f in frames + frames]
+        as_frame, own_colour = up.upscale(frames[0]), up.upscale_yuv420(frames[0])  # the frame's own (guessed) colour
+    for f, out in zip(frames + frames, outs):
+        dy, dc = _yuv_diff(out, _python_path_yuv420(model, f, colour), 200)
+        assert dy.mean() < 0.5 and np.percentile(dy, 99) <= 2, (dy.mean(), np.percentile(dy, 99))
+        assert dc.mean() < 0.6 and np.percentile(dc, 99) <= 2, (dc.mean(), np.percentile(dc, 99))
+    assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])
+    assert as_frame.format.name == "yuv420p" and (as_frame.width, as_frame.height) == (264, 200)
+    assert np.array_equal(as_frame.to_ndarray(), own_colour) and as_frame.pts == frames[0].pts
+
+
+@pytest.mark.gpu
+def test_mpv_renderer_takes_the_gpu_frame_path(h265_small_clip):
+    """The frame server's y4m records on torch-cuda are the frame path's planes, byte for byte."""
+    from mpv_srunet.mpv.media import UpscalerPool, open_media
+    from mpv_srunet.mpv.render import FrameRenderer, RenderStats
+    from mpv_srunet.mpv.source import FrameSource
+    from mpv_srunet.mpv.y4m import FRAME_TAG
+
+    media, ms = open_media("1", str(h265_small_clip), UpscalerPool(), backend="torch-cuda")
+    up = media.upscaler
+    assert up.backend_name.startswith("torch-cuda") and ms > 0
+    src, stats = FrameSource(media.info), RenderStats()
+    try:
+        renderer = FrameRenderer(src, up, media.layout, media.colour, "sr", stats, threading.Lock())
+        records = [renderer.render(i) for i in range(3)]
+    finally:
+        src.close()
+    assert not stats.fallback, stats.error
+    with av.open(str(h265_small_clip)) as c:
+        for rec, frame in zip(records, c.decode(video=0)):
+            assert rec == FRAME_TAG + up.upscale_yuv420(frame, media.colour).tobytes()
+    up.close()
 
 
 def test_pad_yuv420_edge_pads_planes_for_the_engine():

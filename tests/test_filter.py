@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mpv_srunet import Upscaler
-from mpv_srunet.backends import available_backends, create_backend
+from mpv_srunet.backends import AUTO_ORDER, available_backends, create_backend
 from mpv_srunet.errors import BackendError, MediaError
 from mpv_srunet.filter import sws_flags, float_to_frame, frame_colour, frame_to_float
 from mpv_srunet.model import create_model
@@ -122,4 +122,7 @@ def test_registry_reports_availability():
     av_ = available_backends()
     assert av_["torch-cpu"] == "ok" and av_["onnxruntime"] == "ok"
     b = create_backend("auto", create_model("default", n_filters=16, deploy=True).eval())
-    assert b.name.startswith(("torch-cpu", "onnxruntime"))  # no GPU here
+    try:  # the first runnable one in AUTO_ORDER: torch-cpu here, torch-cuda or tensorrt on a GPU machine
+        assert b.name.startswith(next(n for n in AUTO_ORDER if av_[n] == "ok"))
+    finally:
+        b.close()

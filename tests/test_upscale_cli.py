@@ -62,8 +62,8 @@ def test_frames_equal_the_python_api(h265_small_clip, tiny_weights, tmp_path):
     from mpv_srunet import Upscaler
 
     out = tmp_path / "up.mkv"
-    assert cli(h265_small_clip, out, "--weights", tiny_weights, "--codec", "ffv1", "--precision", "fp32",
-               "--batch", "3") == 0
+    assert cli(h265_small_clip, out, "--weights", tiny_weights, "--codec", "ffv1", "--backend", "torch-cpu",
+               "--precision", "fp32", "--batch", "3") == 0
     up = Upscaler(tiny_weights, backend="torch-cpu", precision="fp32")
     with av.open(str(h265_small_clip)) as a, av.open(str(out)) as b:
         for fa, fb in zip(a.decode(video=0), b.decode(video=0)):

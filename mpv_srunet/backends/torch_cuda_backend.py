@@ -4,6 +4,13 @@ The second GPU path, for machines without TensorRT. Same plumbing as the
 TensorRT backend (:class:`mpv_srunet.trt.cuda.CudaPipeline`: pinned host buffers,
 a dedicated inference stream, uploads overlapping inference), channels-last
 tensors (what cuDNN's tensor-core kernels want) and optional CUDA graphs.
+
+Besides the float protocol it has a frame path, :meth:`TorchCUDABackend.infer_yuv420`:
+8-bit 4:2:0 planes in, the upscaled frame's 4:2:0 planes out, with both colour
+conversions on the GPU (:class:`mpv_srunet.trt.graph.YUV420FrameGraph`). It moves
+1.5 bytes per pixel across PCIe instead of 12 (float RGB), and leaves the CPU only
+the decode: the float path's CPU-side conversions cost several times the model
+itself on a fast GPU (docs/tensorrt.md has the numbers).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..model import SRUNet, reparameterize_model
+from ..trt.graph import ColourSpec
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -43,7 +51,7 @@ class TorchCUDABackend:
     def __init__(self, model: SRUNet, opts: TorchCUDAOptions) -> None:
         import torch
 
-        from ..trt.cuda import CudaPipeline, GraphReplay, require_cuda
+        from ..trt.cuda import CudaPipeline, require_cuda
 
         if opts.precision not in PRECISIONS:
             raise BackendError(f"torch-cuda: unknown precision {opts.precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -58,9 +66,16 @@ class TorchCUDABackend:
         dtype = torch.float16 if opts.precision == "fp16" else torch.float32
         self._model = copy.deepcopy(m).eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
         self._dtype = dtype
+        self._opts, self._device = opts, device
+        self._scale = m.cfg.total_scale
         self.name = f"torch-cuda ({opts.precision})"
-        compute = GraphReplay(self._forward) if opts.cuda_graphs else (lambda ins, stream: self._forward(ins))
-        self._pipeline = CudaPipeline(compute, device)
+        self._pipeline = CudaPipeline(self._compute(self._forward), device)
+        self._yuv_pipelines: dict[ColourSpec, Any] = {}
+
+    def _compute(self, fn):
+        from ..trt.cuda import GraphReplay
+
+        return GraphReplay(fn) if self._opts.cuda_graphs else (lambda ins, stream: fn(ins))
 
     def _forward(self, inputs):
         import torch
@@ -76,10 +91,48 @@ class TorchCUDABackend:
         """Pipelined: the upload of frame n+1 overlaps inference of frame n."""
         return self._pipeline.run_iter([np.ascontiguousarray(f, dtype=np.float32)] for f in frames)
 
+    def infer_yuv420(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: ColourSpec) -> np.ndarray:
+        """8-bit planes (H, W), (H/2, W/2) of a frame with ``colour``'s matrix and range ->
+        the upscaled frame's yuv420p planes, same matrix and range, as one (2H*3/2, 2W) uint8
+        array (PyAV's ``to_ndarray`` layout, what a y4m frame holds)."""
+        from ..trt.graph import unpack_yuv420
+        from ..trt.runtime import pad_yuv420
+
+        if self._pipeline is None:
+            raise BackendError("torch-cuda: backend is closed")
+        h, w = y.shape
+        planes = pad_yuv420(np.asarray(y, np.uint8), np.asarray(u, np.uint8), np.asarray(v, np.uint8),
+                            SRUNet.multiple_of)
+        pipeline = self._yuv_pipelines.get(colour) or self._yuv_pipeline(colour)
+        flat = pipeline.run(planes)
+        hp, wp = planes[0].shape[2:]
+
+        def up(n: int) -> int:
+            return round(n * self._scale)
+
+        return unpack_yuv420(flat, (up(hp), up(wp)), (up(h), up(w)))
+
+    def _yuv_pipeline(self, colour: ColourSpec):
+        import torch
+
+        from ..trt.cuda import CudaPipeline
+        from ..trt.graph import YUV420FrameGraph
+
+        graph = YUV420FrameGraph(self._model, colour, self._opts.precision).to(self._device)
+        graph.model.to(memory_format=torch.channels_last)
+
+        def forward(inputs):
+            with torch.inference_mode():
+                return graph(*inputs)
+
+        self._yuv_pipelines[colour] = pipeline = CudaPipeline(self._compute(forward), self._device)
+        return pipeline
+
     def close(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.close()
-            self._pipeline = None
+        for p in [self._pipeline, *self._yuv_pipelines.values()]:
+            if p is not None:
+                p.close()
+        self._pipeline, self._yuv_pipelines = None, {}
         self._model = None
 
 

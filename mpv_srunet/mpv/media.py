@@ -63,10 +63,10 @@ def choose_weights(source: str, weights: str | None, use_sidecar: bool) -> str |
     return weights or None
 
 
-def _first_frame_colour(info: SourceInfo) -> FrameColour:
+def _first_frame(info: SourceInfo) -> Any:
     src = FrameSource(info)
     try:
-        return frame_colour(src.frame_at(0) if info.seekable else src._live_next())
+        return src.frame_at(0) if info.seekable else src._live_next()
     finally:
         src.close()
 
@@ -77,7 +77,9 @@ class Media:
     def __init__(self, media_id: str, info: SourceInfo, upscaler: Any, infer_lock: threading.Lock,
                  colour: FrameColour | None = None) -> None:
         self.id, self.info, self.upscaler = media_id, info, upscaler
-        self.colour = colour or _first_frame_colour(info)
+        #: the first decoded frame (None when ``colour`` was given): colour and speed probe
+        self.probe_frame = None if colour else _first_frame(info)
+        self.colour = colour or frame_colour(self.probe_frame)
         ow = int(round(info.width * upscaler.scale)) & ~1
         oh = int(round(info.height * upscaler.scale)) & ~1
         self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.range == "JPEG")
@@ -146,16 +148,24 @@ class Media:
                 "idle_s": round(time.monotonic() - s.updated, 2)}
 
 
-def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.Lock, runs: int = 2) -> float:
-    """Filter time for one frame of this size (the last of ``runs``: the first one warms up)."""
+def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.Lock, runs: int = 2,
+                         frame: Any = None, colour: FrameColour | None = None) -> float:
+    """Filter time for one frame of this size (the last of ``runs``: the first one warms up).
+
+    With a decoded ``frame`` the path the renderer will take is timed: the GPU frame
+    path where it applies (:meth:`~mpv_srunet.filter.Upscaler.upscale_yuv420`), else
+    the float path with its conversions."""
     import numpy as np
 
+    use_frame = frame is not None and hasattr(upscaler, "upscale_yuv420")
     x = np.zeros((1, 3, info.height, info.width), np.float32)
     dt = 0.0
     for _ in range(runs):
         with infer_lock:
             t0 = time.perf_counter()
-            upscaler.upscale_float(x)
+            use_frame = use_frame and upscaler.upscale_yuv420(frame, colour) is not None
+            if not use_frame:
+                upscaler.upscale_float(x)
             dt = time.perf_counter() - t0
     return dt * 1000.0
 
@@ -168,7 +178,7 @@ def open_media(media_id: str, source: str, pool: UpscalerPool, *, weights: str |
     info = probe(source)
     up = pool.get(choose_weights(source, weights, use_sidecar), backend)
     media = Media(media_id, info, up, pool.infer_lock)
-    ms = measure_ms_per_frame(up, info, pool.infer_lock)
+    ms = measure_ms_per_frame(up, info, pool.infer_lock, frame=media.probe_frame, colour=media.colour)
     log.info("registered %s: %dx%d @ %.3f fps, %s frames, %.1f ms/frame on %s",
              source, info.width, info.height, float(info.fps), info.frames, ms, up.backend_name)
     return media, ms

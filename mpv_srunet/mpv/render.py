@@ -122,18 +122,22 @@ class FrameRenderer:
         """SR planes, or None when the backend failed (recorded in stats, logged once)."""
         if self.stats.fallback:
             return None
-        x = frame_to_float(frame, self.colour).transpose(2, 0, 1)[None]
         try:
             with self._infer_lock:
                 t0 = time.perf_counter()
-                y = self.upscaler.upscale_float(np.ascontiguousarray(x))[0]
+                # the GPU frame path (torch-cuda): planes in, planes out, no float RGB on the CPU
+                frame_path = getattr(self.upscaler, "upscale_yuv420", None)
+                planes = frame_path(frame, self.colour) if frame_path else None
+                if planes is None:
+                    x = np.ascontiguousarray(frame_to_float(frame, self.colour).transpose(2, 0, 1)[None])
+                    y = self.upscaler.upscale_float(x)[0]
                 self._model_s = time.perf_counter() - t0
         except Exception as e:  # backend crash: keep serving (bicubic), report to the script
             self.stats.error = f"{type(e).__name__}: {e}"
             self.stats.fallback = True
             log.error("SR-UNet backend failed, serving bicubic frames: %s", self.stats.error)
             return None
-        return float_to_yuv420(y, self.colour, self._size)
+        return planes if planes is not None else float_to_yuv420(y, self.colour, self._size)
 
     def render(self, index: int) -> bytes:
         t0 = time.perf_counter()

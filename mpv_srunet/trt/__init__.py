@@ -5,7 +5,8 @@ runtime works, and is tested, on machines without a GPU):
 
 * :mod:`.graph`   -- the ONNX graph that goes into TensorRT: SR-UNet with the
   input normalisation and, for YUV inputs, the colour conversion folded in
-  (uint8/10-bit planes in, uint8 RGB out), in fp32 or as an FP16 graph.
+  (uint8/10-bit planes in, uint8 RGB out), in fp32 or as an FP16 graph; and the
+  torch-CUDA backend's frame graph (yuv420p planes in and out, not exported).
 * :mod:`.cache`   -- engine cache keys, sidecar metadata, stale detection,
   atomic writes and the cross-process build lock.
 * :mod:`.builder` -- what needs TensorRT: machine probe, engine build with

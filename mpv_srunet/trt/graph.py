@@ -13,6 +13,10 @@ that work into the network so the GPU does it:
                  values (0..1023) as float16, which holds them exactly and which
                  TensorRT accepts as an I/O type (it has no uint16).
 
+:class:`YUV420FrameGraph` goes one step further for the torch-CUDA backend (not
+exported): yuv420p planes in, the upscaled frame's yuv420p planes out
+(:class:`RGBToYUV420` converts back on the GPU).
+
 Colour conversion: BT.709 / BT.601 / BT.2020 (non-constant luminance) matrices,
 limited ("MPEG") or full ("JPEG") range, 8 or 10 bits, exactly the textbook
 equations (ITU-R BT.709-6 section 3, BT.601-7 section 2.5), clamped to [0, 1].
@@ -44,6 +48,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -225,6 +230,88 @@ class EngineGraph(nn.Module):
         else:
             x = self.to_rgb(*inputs) * 2.0 - 1.0
         return _to_uint8_nhwc(self._net(x))
+
+
+class RGBToYUV420(nn.Module):
+    """RGB float NCHW in [0, 1] -> uint8 planes Y (N,1,H,W), U and V (N,1,H/2,W/2).
+
+    The inverse of :class:`YUV420ToRGB` (8-bit, same textbook equations). Chroma is
+    downsampled as swscale does it for RGB -> yuv420p (the renderer's float path):
+    pairs of columns averaged, rows filtered [1 3 3 1]/8 (bilinear, centred between
+    two luma rows), edges replicated. Measured against swscale on a real photo: luma
+    within 1 level, chroma mean below 0.1 level (tests/test_engine.py)."""
+
+    def __init__(self, colour: ColourSpec) -> None:
+        super().__init__()
+        self.kr, self.kb = MATRICES[colour.matrix]
+        self.kg = 1.0 - self.kr - self.kb
+        limited = colour.range == "limited"
+        self.y_off, self.y_scale, self.c_scale = (16.0, 219.0, 224.0) if limited else (0.0, 255.0, 255.0)
+
+    def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+        y = self.kr * r + self.kg * g + self.kb * b
+        u = _down_chroma((b - y) * (1.0 / (2.0 * (1.0 - self.kb))))
+        v = _down_chroma((r - y) * (1.0 / (2.0 * (1.0 - self.kr))))
+
+        def code(t: torch.Tensor, scale: float, off: float) -> torch.Tensor:
+            return torch.round(t * scale + off).clamp(0.0, 255.0).to(torch.uint8)
+
+        return code(y, self.y_scale, self.y_off), code(u, self.c_scale, 128.0), code(v, self.c_scale, 128.0)
+
+
+def _down_chroma(c: torch.Tensor) -> torch.Tensor:
+    """Half width: column pairs averaged; half height: [1 3 3 1]/8 over rows 2i-1 .. 2i+2."""
+    c = 0.5 * (c[:, :, :, 0::2] + c[:, :, :, 1::2])
+    prev = torch.cat([c[:, :, :1], c[:, :, :-1]], dim=2)
+    nxt = torch.cat([c[:, :, 1:], c[:, :, -1:]], dim=2)
+    return (prev[:, :, 0::2] + 3.0 * c[:, :, 0::2] + 3.0 * c[:, :, 1::2] + nxt[:, :, 1::2]) * 0.125
+
+
+class YUV420FrameGraph(nn.Module):
+    """8-bit yuv420p planes in, the 2x frame's yuv420p planes out: the whole frame filter
+    on one device (the torch-CUDA backend's frame path).
+
+    ``forward(y, u, v)`` takes (1,1,H,W) and (1,1,H/2,W/2) uint8 planes (H, W multiples
+    of 8) and returns one flat uint8 tensor: the output Y, U and V planes, each row-major,
+    one after the other (:func:`unpack_yuv420` crops and lays them out as PyAV's
+    ``to_ndarray`` does). The RGB in between is rounded to 8 bits, as the Python path
+    rounds it, so both paths agree to a level or so.
+    """
+
+    def __init__(self, model: SRUNet, colour: ColourSpec, precision: str = "fp16") -> None:
+        super().__init__()
+        _check_choice("precision", precision, PRECISIONS)
+        model = model if model.deploy else reparameterize_model(model)
+        model = copy.deepcopy(model).eval().float()
+        self.half = precision == "fp16"
+        self.model = model.half() if self.half else model
+        self.to_rgb = YUV420ToRGB(colour, 8)
+        self.to_yuv = RGBToYUV420(colour)
+
+    def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        x = self.to_rgb(y, u, v) * 2.0 - 1.0
+        if self.half:
+            x = x.half().contiguous(memory_format=torch.channels_last)
+        out = self.model(x).float()
+        rgb = torch.round((out.clamp(-1.0, 1.0) + 1.0) * 127.5) * (1.0 / 255.0)
+        return torch.cat([p.reshape(-1) for p in self.to_yuv(rgb)])
+
+
+def unpack_yuv420(flat: np.ndarray, padded_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """:class:`YUV420FrameGraph`'s flat output of a padded (H, W) frame -> the (h, w) frame's
+    planes as one (h*3/2, w) uint8 array (Y rows, then U, then V: PyAV's yuv420p layout)."""
+    (hp, wp), (h, w) = padded_hw, out_hw
+    if h % 4 or w % 2 or h > hp or w > wp or flat.size != hp * wp * 3 // 2:
+        raise ConfigError(f"cannot unpack a {wp}x{hp} yuv420p output to {w}x{h}")
+    n_y, n_c = hp * wp, (hp // 2) * (wp // 2)
+    y = flat[:n_y].reshape(hp, wp)[:h, :w]
+    u = flat[n_y:n_y + n_c].reshape(hp // 2, wp // 2)[: h // 2, : w // 2]
+    v = flat[n_y + n_c:].reshape(hp // 2, wp // 2)[: h // 2, : w // 2]
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    out[:h] = y
+    out[h:].reshape(-1)[:] = np.concatenate([u.reshape(-1), v.reshape(-1)])
+    return out
 
 
 def dummy_inputs(spec: GraphSpec, height: int = 64, width: int = 64) -> tuple[torch.Tensor, ...]:
