@@ -282,6 +282,10 @@ class Upscaler:
                    for p, ph, pw in zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2)))
         return self._backend.infer_yuv420(y, u, v, spec)
 
+    def has_frame_path(self, frame: Any, colour: FrameColour | None = None) -> bool:
+        """Whether :meth:`upscale_yuv420` would take ``frame`` (cheap: nothing runs)."""
+        return self._yuv420_spec(frame, colour or frame_colour(frame)) is not None
+
     def _yuv420_spec(self, frame: Any, colour: FrameColour) -> ColourSpec | None:
         """The ColourSpec for the frame path, or None where it does not apply."""
         if (not hasattr(self._backend, "infer_yuv420") or frame.format.name != "yuv420p"

@@ -4,7 +4,9 @@ Three stages overlap: a reader thread demuxes and decodes (PyAV releases the GIL
 and converts frames to float RGB; the calling thread runs the model; a writer
 thread converts back, encodes and muxes, and also muxes the copied audio and
 subtitle packets (FFmpeg's interleaver orders them by timestamp). So the wall time
-approaches that of the slowest stage, the model.
+approaches that of the slowest stage, the model. With a backend that has the GPU
+frame path (torch-cuda) and 8-bit yuv420p in and out, frames skip both float
+conversions: decoded planes go to the GPU and its output planes to the encoder.
 
 Nothing appears at OUTPUT until everything succeeded: we write to a temporary
 file (or folder, for image sequences) beside it and rename at the end; Ctrl-C or
@@ -182,6 +184,16 @@ def mux(container: Any, packets: Any) -> int:
     return total
 
 
+def output_format(dst: str, kind: str, opts: UpscaleOptions, vin: Any) -> tuple[str, str]:
+    """(encoder, pixel format) of the output."""
+    if kind in ("sequence", "image"):
+        codec = IMAGE_EXTS[Path(dst).suffix.lower()]
+        return codec, "yuvj420p" if codec == "mjpeg" else "rgb24"
+    if kind == "y4m":
+        return "rawvideo", opts.pix_fmt or _follow_depth("yuv420p", vin)
+    return opts.codec, opts.pix_fmt or _follow_depth(VIDEO_CODECS.get(opts.codec, "yuv420p"), vin)
+
+
 class _Writer:
     """Owns the output container: encodes upscaled frames and muxes copied packets."""
 
@@ -195,15 +207,7 @@ class _Writer:
         # image2 with update=1 rewrites one file per frame: a multi-frame input to one image is
         # then refused cleanly after decoding (see _run) instead of failing inside the muxer.
         self.container = av.open(dst_tmp, "w", format=fmt, options={"update": "1"} if kind == "image" else None)
-        if kind in ("sequence", "image"):
-            codec, pix_fmt = IMAGE_EXTS[Path(dst_tmp).suffix.lower()], "rgb24"
-            if codec == "mjpeg":
-                pix_fmt = "yuvj420p"
-        elif kind == "y4m":
-            codec, pix_fmt = "rawvideo", opts.pix_fmt or _follow_depth("yuv420p", vin)
-        else:
-            codec = opts.codec
-            pix_fmt = opts.pix_fmt or _follow_depth(VIDEO_CODECS.get(codec, "yuv420p"), vin)
+        codec, pix_fmt = output_format(dst_tmp, kind, opts, vin)
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
         try:
             self.vs = self.container.add_stream(codec, rate=rate)
@@ -240,6 +244,17 @@ class _Writer:
             f = f.reformat(format=self.pix_fmt, src_colorspace=self.colour.matrix, dst_colorspace=self.colour.matrix,
                            src_color_range="JPEG", dst_color_range="JPEG" if self.pix_fmt.startswith("yuvj") else self.colour.range,
                            interpolation=sws_flags())
+        if self.kind == "video" and pts is not None:
+            f.pts, f.time_base = pts, time_base
+        mux(self.container, self.vs.encode(f))
+
+    def write_planes(self, planes: np.ndarray, pts: int | None, time_base: Any) -> None:
+        """Encode one (H*3/2, W) yuv420p frame from the GPU frame path (already in the source's
+        matrix and range: nothing left to convert)."""
+        import av
+
+        f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        f.colorspace, f.color_range = self.colour.avcol_spc, self.colour.avcol_range
         if self.kind == "video" and pts is not None:
             f.pts, f.time_base = pts, time_base
         mux(self.container, self.vs.encode(f))
@@ -341,13 +356,19 @@ def _pipeline(container: Any, tmp_out: str, kind: str, upscaler: Upscaler, opts:
                 return
         q_out.put(("pkt", p))
 
+    # the GPU frame path's yuv420p planes go to the encoder as they are
+    planes_out = kind in ("video", "y4m") and output_format(tmp_out, kind, opts, vin)[1] == "yuv420p"
+
     def reader() -> None:
         try:
             for frame in _decode_frames(container, report, on_packet):
                 if stop.is_set():
                     return
                 colour = frame_colour(frame)
-                q_in.put((frame_to_float(frame, colour).transpose(2, 0, 1), frame, colour))
+                if planes_out and upscaler.has_frame_path(frame, colour):
+                    q_in.put((None, frame, colour))  # the GPU frame path: no float RGB on the CPU
+                else:
+                    q_in.put((frame_to_float(frame, colour).transpose(2, 0, 1), frame, colour))
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             errors.append(e)
         finally:
@@ -364,6 +385,8 @@ def _pipeline(container: Any, tmp_out: str, kind: str, upscaler: Upscaler, opts:
                 tag, payload = item
                 if tag == "pkt":
                     writer_box["w"].write_packet(payload)
+                elif tag == "planes":
+                    writer_box["w"].write_planes(*payload)
                 else:
                     writer_box["w"].write_frame(*payload)
             if not errors:
@@ -434,17 +457,21 @@ def _infer_loop(q_in: queue.Queue, q_out: queue.Queue, upscaler: Upscaler, opts:
             done = True
         if not batch:
             continue
-        if any(b[0].shape != batch[0][0].shape for b in batch) or (
-                report.frames and batch[0][0].shape[1:] != report.in_size[::-1]):
+        w, h = batch[0][1].width, batch[0][1].height
+        if any((b[1].width, b[1].height) != (w, h) for b in batch) or (report.frames and (w, h) != report.in_size):
             raise MediaError("the video changes frame size mid-stream; split it first")
-        x = np.stack([b[0] for b in batch])
-        y = upscaler.upscale_float(x)
+        floats = [b[0] for b in batch if b[0] is not None]  # None: the GPU frame path takes it
+        ys = iter(upscaler.upscale_float(np.stack(floats)) if floats else ())
+        outs = [("frame", next(ys)) if x is not None else ("planes", upscaler.upscale_yuv420(frame, colour))
+                for x, frame, colour in batch]
         if not report.frames:
-            h, w = x.shape[2:]
             report.in_size, report.out_size = (w, h), out_size(h, w, upscaler.cfg)[::-1]
             start_writer(report.out_size, batch[0][2])
-        for (_, frame, _c), yi in zip(batch, y):
-            high = any(c.bits > 8 for c in frame.format.components)
-            q_out.put(("frame", (yi, high, frame.pts, frame.time_base)))
+        for (_, frame, _c), (tag, out) in zip(batch, outs):
+            if tag == "planes":
+                q_out.put(("planes", (out, frame.pts, frame.time_base)))
+            else:
+                high = any(c.bits > 8 for c in frame.format.components)
+                q_out.put(("frame", (out, high, frame.pts, frame.time_base)))
             report.frames += 1
             bar.update(1)
