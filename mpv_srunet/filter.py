@@ -263,8 +263,9 @@ class Upscaler:
         return out
 
     def upscale_yuv420(self, frame: Any, colour: FrameColour | None = None) -> np.ndarray | None:
-        """A yuv420p VideoFrame -> the 2x frame's yuv420p planes as one (2H*3/2, 2W) uint8 array
-        (PyAV's ``to_ndarray`` layout), same matrix and range, converted on the backend's device.
+        """A yuv420p or yuv420p10le VideoFrame -> the 2x frame's 8-bit yuv420p planes as one
+        (2H*3/2, 2W) uint8 array (PyAV's ``to_ndarray`` layout), same matrix and range,
+        converted on the backend's device.
 
         This is the GPU frame path (torch-cuda): only the decoded planes go to the GPU and
         only the output planes come back. Returns None where it does not apply (a backend
@@ -278,7 +279,8 @@ class Upscaler:
         h, w = frame.height, frame.width
         if h * w > MAX_INPUT_PIXELS:
             raise MediaError(f"frame {w}x{h} is larger than the {MAX_INPUT_PIXELS / 1e6:.1f} MP this filter accepts; downscale it first")
-        y, u, v = (np.frombuffer(p, np.uint8).reshape(ph, p.line_size)[:, :pw]
+        dt = np.dtype(np.uint16 if frame.format.name == "yuv420p10le" else np.uint8)
+        y, u, v = (np.frombuffer(p, dt).reshape(ph, p.line_size // dt.itemsize)[:, :pw]
                    for p, ph, pw in zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2)))
         return self._backend.infer_yuv420(y, u, v, spec)
 
@@ -288,7 +290,7 @@ class Upscaler:
 
     def _yuv420_spec(self, frame: Any, colour: FrameColour) -> ColourSpec | None:
         """The ColourSpec for the frame path, or None where it does not apply."""
-        if (not hasattr(self._backend, "infer_yuv420") or frame.format.name != "yuv420p"
+        if (not hasattr(self._backend, "infer_yuv420") or frame.format.name not in ("yuv420p", "yuv420p10le")
                 or frame.width % 2 or frame.height % 2 or self.cfg.total_scale != 2):
             return None
         return colour_spec(colour)
@@ -297,7 +299,8 @@ class Upscaler:
         if isinstance(group[0], np.ndarray):
             return self._upscale_rgb_batch(group)
         colours = [frame_colour(f) for f in group]
-        if all(self._yuv420_spec(f, c) is not None for f, c in zip(group, colours)):
+        # the frame path's output is 8-bit yuv420p: it serves frames of that format here
+        if all(f.format.name == "yuv420p" and self._yuv420_spec(f, c) is not None for f, c in zip(group, colours)):
             return [yuv420_to_frame(self.upscale_yuv420(f, c), f, c) for f, c in zip(group, colours)]
         x = np.stack([frame_to_float(f, c).transpose(2, 0, 1) for f, c in zip(group, colours)])
         y = self.upscale_float(x)

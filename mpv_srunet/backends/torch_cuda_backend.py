@@ -6,7 +6,7 @@ a dedicated inference stream, uploads overlapping inference), channels-last
 tensors (what cuDNN's tensor-core kernels want) and optional CUDA graphs.
 
 Besides the float protocol it has a frame path, :meth:`TorchCUDABackend.infer_yuv420`:
-8-bit 4:2:0 planes in, the upscaled frame's 4:2:0 planes out, with both colour
+8- or 10-bit 4:2:0 planes in, the upscaled frame's 8-bit 4:2:0 planes out, with both colour
 conversions on the GPU (:class:`mpv_srunet.trt.graph.YUV420FrameGraph`). It moves
 1.5 bytes per pixel across PCIe instead of 12 (float RGB), and leaves the CPU only
 the decode: the float path's CPU-side conversions cost several times the model
@@ -70,7 +70,7 @@ class TorchCUDABackend:
         self._scale = m.cfg.total_scale
         self.name = f"torch-cuda ({opts.precision})"
         self._pipeline = CudaPipeline(self._compute(self._forward), device)
-        self._yuv_pipelines: dict[ColourSpec, Any] = {}
+        self._yuv_pipelines: dict[tuple[ColourSpec, int], Any] = {}
 
     def _compute(self, fn):
         from ..trt.cuda import GraphReplay
@@ -92,18 +92,20 @@ class TorchCUDABackend:
         return self._pipeline.run_iter([np.ascontiguousarray(f, dtype=np.float32)] for f in frames)
 
     def infer_yuv420(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: ColourSpec) -> np.ndarray:
-        """8-bit planes (H, W), (H/2, W/2) of a frame with ``colour``'s matrix and range ->
-        the upscaled frame's yuv420p planes, same matrix and range, as one (2H*3/2, 2W) uint8
-        array (PyAV's ``to_ndarray`` layout, what a y4m frame holds)."""
+        """Planes (H, W), (H/2, W/2) of a frame with ``colour``'s matrix and range, 8-bit
+        (uint8) or 10-bit (uint16 code values) -> the upscaled frame's 8-bit yuv420p planes,
+        same matrix and range, as one (2H*3/2, 2W) uint8 array (PyAV's ``to_ndarray``
+        layout, what a y4m frame holds)."""
         from ..trt.graph import unpack_yuv420
         from ..trt.runtime import pad_yuv420
 
         if self._pipeline is None:
             raise BackendError("torch-cuda: backend is closed")
         h, w = y.shape
-        planes = pad_yuv420(np.asarray(y, np.uint8), np.asarray(u, np.uint8), np.asarray(v, np.uint8),
-                            SRUNet.multiple_of)
-        pipeline = self._yuv_pipelines.get(colour) or self._yuv_pipeline(colour)
+        bits = 10 if y.dtype == np.uint16 else 8
+        dtype = np.int16 if bits == 10 else np.uint8  # 10-bit code values fit int16, which torch handles fully
+        planes = pad_yuv420(*(np.asarray(p).astype(dtype, copy=False) for p in (y, u, v)), SRUNet.multiple_of)
+        pipeline = self._yuv_pipelines.get((colour, bits)) or self._yuv_pipeline(colour, bits)
         flat = pipeline.run(planes)
         hp, wp = planes[0].shape[2:]
 
@@ -112,20 +114,20 @@ class TorchCUDABackend:
 
         return unpack_yuv420(flat, (up(hp), up(wp)), (up(h), up(w)))
 
-    def _yuv_pipeline(self, colour: ColourSpec):
+    def _yuv_pipeline(self, colour: ColourSpec, bits: int):
         import torch
 
         from ..trt.cuda import CudaPipeline
         from ..trt.graph import YUV420FrameGraph
 
-        graph = YUV420FrameGraph(self._model, colour, self._opts.precision).to(self._device)
+        graph = YUV420FrameGraph(self._model, colour, self._opts.precision, bits).to(self._device)
         graph.model.to(memory_format=torch.channels_last)
 
         def forward(inputs):
             with torch.inference_mode():
                 return graph(*inputs)
 
-        self._yuv_pipelines[colour] = pipeline = CudaPipeline(self._compute(forward), self._device)
+        self._yuv_pipelines[(colour, bits)] = pipeline = CudaPipeline(self._compute(forward), self._device)
         return pipeline
 
     def close(self) -> None:

@@ -269,24 +269,27 @@ def _down_chroma(c: torch.Tensor) -> torch.Tensor:
 
 
 class YUV420FrameGraph(nn.Module):
-    """8-bit yuv420p planes in, the 2x frame's yuv420p planes out: the whole frame filter
+    """4:2:0 planes in, the 2x frame's 8-bit yuv420p planes out: the whole frame filter
     on one device (the torch-CUDA backend's frame path).
 
-    ``forward(y, u, v)`` takes (1,1,H,W) and (1,1,H/2,W/2) uint8 planes (H, W multiples
-    of 8) and returns one flat uint8 tensor: the output Y, U and V planes, each row-major,
+    ``forward(y, u, v)`` takes (1,1,H,W) and (1,1,H/2,W/2) planes (H, W multiples of 8) of
+    ``bit_depth``-bit code values (uint8 for 8 bits; any integer type, e.g. int16, for 10)
+    and returns one flat uint8 tensor: the output Y, U and V planes, each row-major,
     one after the other (:func:`unpack_yuv420` crops and lays them out as PyAV's
     ``to_ndarray`` does). The RGB in between is rounded to 8 bits, as the Python path
     rounds it, so both paths agree to a level or so.
     """
 
-    def __init__(self, model: SRUNet, colour: ColourSpec, precision: str = "fp16") -> None:
+    def __init__(self, model: SRUNet, colour: ColourSpec, precision: str = "fp16", bit_depth: int = 8) -> None:
         super().__init__()
         _check_choice("precision", precision, PRECISIONS)
+        if bit_depth not in (8, 10):
+            raise ConfigError(f"srunet.trt: {bit_depth}-bit input; expected 8 or 10")
         model = model if model.deploy else reparameterize_model(model)
         model = copy.deepcopy(model).eval().float()
         self.half = precision == "fp16"
         self.model = model.half() if self.half else model
-        self.to_rgb = YUV420ToRGB(colour, 8)
+        self.to_rgb = YUV420ToRGB(colour, bit_depth)
         self.to_yuv = RGBToYUV420(colour)
 
     def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
