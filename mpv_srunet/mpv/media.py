@@ -157,14 +157,16 @@ def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.
     the float path with its conversions."""
     import numpy as np
 
-    use_frame = frame is not None and hasattr(upscaler, "upscale_yuv420")
-    x = np.zeros((1, 3, info.height, info.width), np.float32)
+    has_frame_path = getattr(upscaler, "has_frame_path", None)
+    use_frame = frame is not None and bool(has_frame_path and has_frame_path(frame, colour))
+    x = None if use_frame else np.zeros((1, 3, info.height, info.width), np.float32)
     dt = 0.0
     for _ in range(runs):
         with infer_lock:
             t0 = time.perf_counter()
-            use_frame = use_frame and upscaler.upscale_yuv420(frame, colour) is not None
-            if not use_frame:
+            if use_frame:
+                upscaler.upscale_yuv420(frame, colour)
+            else:
                 upscaler.upscale_float(x)
             dt = time.perf_counter() - t0
     return dt * 1000.0

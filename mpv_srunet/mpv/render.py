@@ -122,22 +122,24 @@ class FrameRenderer:
         """SR planes, or None when the backend failed (recorded in stats, logged once)."""
         if self.stats.fallback:
             return None
+        # the GPU frame path (torch-cuda): planes in, planes out, no float RGB on the CPU
+        has_frame_path = getattr(self.upscaler, "has_frame_path", None)
+        use_frame = bool(has_frame_path and has_frame_path(frame, self.colour))
+        x = None if use_frame else frame_to_float(frame, self.colour).transpose(2, 0, 1)[None]
         try:
             with self._infer_lock:
                 t0 = time.perf_counter()
-                # the GPU frame path (torch-cuda): planes in, planes out, no float RGB on the CPU
-                frame_path = getattr(self.upscaler, "upscale_yuv420", None)
-                planes = frame_path(frame, self.colour) if frame_path else None
-                if planes is None:
-                    x = np.ascontiguousarray(frame_to_float(frame, self.colour).transpose(2, 0, 1)[None])
-                    y = self.upscaler.upscale_float(x)[0]
+                if use_frame:
+                    planes = self.upscaler.upscale_yuv420(frame, self.colour)
+                else:
+                    y = self.upscaler.upscale_float(np.ascontiguousarray(x))[0]
                 self._model_s = time.perf_counter() - t0
         except Exception as e:  # backend crash: keep serving (bicubic), report to the script
             self.stats.error = f"{type(e).__name__}: {e}"
             self.stats.fallback = True
             log.error("SR-UNet backend failed, serving bicubic frames: %s", self.stats.error)
             return None
-        return planes if planes is not None else float_to_yuv420(y, self.colour, self._size)
+        return planes if use_frame else float_to_yuv420(y, self.colour, self._size)
 
     def render(self, index: int) -> bytes:
         t0 = time.perf_counter()

@@ -313,7 +313,9 @@ def unpack_yuv420(flat: np.ndarray, padded_hw: tuple[int, int], out_hw: tuple[in
     v = flat[n_y + n_c:].reshape(hp // 2, wp // 2)[: h // 2, : w // 2]
     out = np.empty((h * 3 // 2, w), np.uint8)
     out[:h] = y
-    out[h:].reshape(-1)[:] = np.concatenate([u.reshape(-1), v.reshape(-1)])
+    chroma = out[h:].reshape(-1)  # a view: U's rows then V's, each h/2 x w/2
+    chroma[: u.size] = u.reshape(-1)
+    chroma[u.size:] = v.reshape(-1)
     return out
 
 
