@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from . import highdepth
 from .backends import Backend, create_backend
 from .errors import MediaError
 from .model import SRUNet, SRUNetCfg
@@ -93,8 +94,11 @@ def _is_high_depth(fmt: Any) -> bool:
 
 
 def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
-    """VideoFrame -> float32 HxWx3 RGB in [-1, 1] (16-bit path for > 8-bit formats)."""
+    """VideoFrame -> float32 HxWx3 RGB in [-1, 1] (exact equations for > 8-bit YUV: highdepth)."""
     colour = colour or frame_colour(frame)
+    bits = highdepth.exact_depth(frame.format)
+    if bits is not None:
+        return highdepth.to_float(frame, colour, bits, sws_flags())
     high = _is_high_depth(frame.format)
     rgb = frame.to_ndarray(
         format="rgb48le" if high else "rgb24",
@@ -105,20 +109,33 @@ def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
     return rgb.astype(np.float32) * (2.0 / peak) - 1.0
 
 
-def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None) -> Any:
-    """float32 HxWx3 in [-1, 1] -> VideoFrame in ``like``'s pixel format, matrix and range."""
+def float_to_format(rgb: np.ndarray, fmt_name: str, colour: FrameColour) -> Any:
+    """float32 HxWx3 in [-1, 1] -> untagged VideoFrame in ``fmt_name`` with ``colour``'s
+    matrix and range (yuvj formats: full range). The inverse of ``frame_to_float``."""
     import av
 
-    colour = colour or frame_colour(like)
-    high = _is_high_depth(like.format)
+    fmt = av.VideoFormat(fmt_name)
+    bits = highdepth.exact_depth(fmt)
+    if bits is not None:
+        return highdepth.from_float(rgb, fmt_name, colour, bits, sws_flags())
+    high = _is_high_depth(fmt)
     peak = 65535.0 if high else 255.0
     q = np.clip(np.rint((rgb + 1.0) * (peak / 2.0)), 0, peak).astype(np.uint16 if high else np.uint8)
-    f = av.VideoFrame.from_ndarray(q, format="rgb48le" if high else "rgb24")
-    out = f.reformat(
-        format=like.format.name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range="JPEG", dst_color_range=colour.range, interpolation=sws_flags(),
+    src = "rgb48le" if high else "rgb24"
+    f = av.VideoFrame.from_ndarray(q, format=src)
+    if fmt_name == src:
+        return f
+    return f.reformat(
+        format=fmt_name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
+        src_color_range="JPEG", dst_color_range="JPEG" if fmt_name.startswith("yuvj") else colour.range,
+        interpolation=sws_flags(),
     )
-    return _tag_like(out, like, colour)
+
+
+def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None) -> Any:
+    """float32 HxWx3 in [-1, 1] -> VideoFrame in ``like``'s pixel format, matrix and range."""
+    colour = colour or frame_colour(like)
+    return _tag_like(float_to_format(rgb, like.format.name, colour), like, colour)
 
 
 def _tag_like(out: Any, like: Any, colour: FrameColour) -> Any:

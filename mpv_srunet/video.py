@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import MediaError, UsageError
-from .filter import FrameColour, Upscaler, sws_flags, frame_colour, frame_to_float, out_size
+from .filter import FrameColour, Upscaler, float_to_format, frame_colour, frame_to_float, out_size
 
 log = logging.getLogger(__name__)
 
@@ -233,17 +233,9 @@ class _Writer:
                         log.warning("cannot copy %s stream #%d into this container: %s", s.type, s.index, _ffmpeg_msg(e))
         self.pix_fmt = pix_fmt
 
-    def write_frame(self, y: np.ndarray, high: bool, pts: int | None, time_base: Any) -> None:
-        """Quantise one CHW float frame in [-1, 1] (16-bit for > 8-bit sources), convert, encode."""
-        import av
-
-        peak = 65535.0 if high else 255.0
-        rgb = np.clip(np.rint((y.transpose(1, 2, 0) + 1.0) * (peak / 2)), 0, peak).astype(np.uint16 if high else np.uint8)
-        f = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if high else "rgb24")
-        if self.pix_fmt not in ("rgb24", "rgb48le"):
-            f = f.reformat(format=self.pix_fmt, src_colorspace=self.colour.matrix, dst_colorspace=self.colour.matrix,
-                           src_color_range="JPEG", dst_color_range="JPEG" if self.pix_fmt.startswith("yuvj") else self.colour.range,
-                           interpolation=sws_flags())
+    def write_frame(self, y: np.ndarray, pts: int | None, time_base: Any) -> None:
+        """Quantise one CHW float frame in [-1, 1] to the output format, convert, encode."""
+        f = float_to_format(y.transpose(1, 2, 0), self.pix_fmt, self.colour)
         if self.kind == "video" and pts is not None:
             f.pts, f.time_base = pts, time_base
         mux(self.container, self.vs.encode(f))
@@ -471,7 +463,6 @@ def _infer_loop(q_in: queue.Queue, q_out: queue.Queue, upscaler: Upscaler, opts:
             if tag == "planes":
                 q_out.put(("planes", (out, frame.pts, frame.time_base)))
             else:
-                high = any(c.bits > 8 for c in frame.format.components)
-                q_out.put(("frame", (out, high, frame.pts, frame.time_base)))
+                q_out.put(("frame", (out, frame.pts, frame.time_base)))
             report.frames += 1
             bar.update(1)

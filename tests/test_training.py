@@ -392,3 +392,17 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypa
     path.write_bytes(b"garbage")
     with pytest.raises(UsageError, match="not a readable training checkpoint"):
         ck.load_checkpoint(path)
+
+
+def test_video_frames_are_read_as_the_player_reads_them(h265_small_clip: Path) -> None:
+    """Fine-tuning's ground truth is the clip as the player converts it (the frame's own matrix
+    and range, the player's swscale flags), not swscale's default, 1-2 levels darker reading."""
+    import av
+
+    from mpv_srunet.filter import float_to_uint8, frame_to_float
+    from mpv_srunet.training.data import iter_video_frames
+
+    ours = list(iter_video_frames(h265_small_clip, 3))
+    with av.open(str(h265_small_clip)) as c:
+        player = [float_to_uint8(frame_to_float(f)) for f, _ in zip(c.decode(video=0), range(3))]
+    assert len(ours) == 3 and all(np.array_equal(a, b) for a, b in zip(ours, player))

@@ -43,7 +43,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError, UsageError
-from ..filter import sws_flags
+from ..filter import frame_colour, sws_flags
 from ..video import mux
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,9 @@ def iter_video_frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
             for i, frame in enumerate(c.decode(stream)):
                 if i >= max_frames:
                     break
-                yield frame.to_ndarray(format="rgb24")
+                colour = frame_colour(frame)  # the player's reading of the frame (see _yuv_to_rgb)
+                yield frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
+                                       dst_color_range="JPEG", interpolation=sws_flags())
     except av.FFmpegError as e:
         raise MediaError(f"{path}: not a readable video ({e})") from None
 

@@ -155,8 +155,9 @@ class YUV420ToRGB(nn.Module):
         m = float(2 ** (bit_depth - 8))
         if colour.range == "limited":
             self.y_off, self.y_scale, self.c_scale = 16.0 * m, 219.0 * m, 224.0 * m
-        else:
-            self.y_off, self.y_scale, self.c_scale = 0.0, 255.0 * m, 255.0 * m
+        else:  # full range per BT.2100: code = (2^n - 1) * E (as mpv_srunet.highdepth)
+            peak = float(2**bit_depth - 1)
+            self.y_off, self.y_scale, self.c_scale = 0.0, peak, peak
         self.c_off = 128.0 * m
         self.rv = 2.0 * (1.0 - kr)
         self.bu = 2.0 * (1.0 - kb)
