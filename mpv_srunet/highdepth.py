@@ -67,19 +67,28 @@ def to_float(frame: Any, colour: FrameColour, bits: int, interpolation: Any) -> 
         format=f"gray{bits}le" if gray else f"yuv444p{bits}le", interpolation=interpolation,
         src_color_range=colour.range, dst_color_range=colour.range,
     )
-    y = (_plane(f444, 0).astype(np.float32) - y_off) * (2.0 / y_scale) - 1.0  # 2Y' - 1
+    y = _plane(f444, 0).astype(np.float32)
+    y -= y_off
+    y *= 2.0 / y_scale
+    y -= 1.0  # 2Y' - 1
+    out = np.empty((3, *y.shape), np.float32)  # channel planes: HWC view returned, CHW for free
     if gray:
-        out = np.repeat(y[:, :, None], 3, axis=2)
+        out[:] = y
     else:
         kr, kb = KR_KB[colour.matrix]
         kg = 1.0 - kr - kb
-        u = (_plane(f444, 1).astype(np.float32) - c_off) * (2.0 / c_scale)  # 2Pb
-        v = (_plane(f444, 2).astype(np.float32) - c_off) * (2.0 / c_scale)  # 2Pr
-        out = np.empty((*y.shape, 3), np.float32)
-        out[:, :, 0] = y + (2.0 * (1.0 - kr)) * v
-        out[:, :, 1] = y - (2.0 * kb * (1.0 - kb) / kg) * u - (2.0 * kr * (1.0 - kr) / kg) * v
-        out[:, :, 2] = y + (2.0 * (1.0 - kb)) * u
-    return np.clip(out, -1.0, 1.0, out=out)
+        u, v = (_plane(f444, i).astype(np.float32) for i in (1, 2))
+        for c in (u, v):
+            c -= c_off
+            c *= 2.0 / c_scale  # 2Pb, 2Pr
+        np.multiply(v, 2.0 * (1.0 - kr), out=out[0])
+        np.multiply(u, 2.0 * (1.0 - kb), out=out[2])
+        u *= -2.0 * kb * (1.0 - kb) / kg
+        v *= -2.0 * kr * (1.0 - kr) / kg
+        np.add(u, v, out=out[1])
+        out += y
+    np.clip(out, -1.0, 1.0, out=out)
+    return out.transpose(1, 2, 0)
 
 
 def from_float(rgb: np.ndarray, fmt_name: str, colour: FrameColour, bits: int, interpolation: Any) -> Any:
