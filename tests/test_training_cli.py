@@ -64,7 +64,9 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
                  "--batch", "2", "--patch", "32", "--val-crop", "64", "--no-progress", "--init", str(run / "checkpoint.pt")]) == 0
     assert main(["train", "export", str(run2), str(out2)]) == 0
     meta = load_model(out2)[1].metadata
-    assert meta["training"]["total_steps"] == 5 and meta["provenance"]["earlier_stages"][0]["steps"] == 4
+    stage = meta["provenance"]["earlier_stages"][0]
+    assert meta["training"]["total_steps"] == 5 and stage["steps"] == 4
+    assert (stage["phase"], stage["lr"]) == ("warm", 5e-4)  # the first run never left its warm start
     # provenance paths are relative to the folder holding the runs, not this machine's absolute ones
     assert meta["provenance"]["init"] == "run/checkpoint.pt" and meta["provenance"]["earlier_stages"][0]["data"] == "pairs"
     # network interpolation with the run it started from; alpha 0 gives that run's weights back

@@ -247,9 +247,11 @@ def _prior_runs(init: str | None) -> list[dict[str, Any]]:
     chain: list[dict[str, Any]] = []
     while init and init.endswith(".pt") and Path(init).is_file() and len(chain) < 16:
         st = load_checkpoint(Path(init))
-        c = st["config"]
-        chain.insert(0, {"checkpoint": init, "steps": int(st["step"]), "seconds": round(float(st["elapsed"]), 1),
-                         "data": c["data"], "batch": c["batch"], "patch": c["patch"], "lr": c["warm_lr"], "init": c.get("init")})
+        c, steps = st["config"], int(st["step"])
+        gan = steps > int(c.get("warm_steps", steps))  # the stage ended in the GAN phase
+        chain.insert(0, {"checkpoint": init, "steps": steps, "seconds": round(float(st["elapsed"]), 1),
+                         "phase": "gan" if gan else "warm", "data": c["data"], "batch": c["batch"], "patch": c["patch"],
+                         "lr": c["lr"] if gan else c["warm_lr"], "init": c.get("init")})
         init = c.get("init")
     return chain
 
@@ -299,7 +301,8 @@ def _init_text(p: dict[str, Any]) -> str:
     chain = p.get("earlier_stages")
     if not chain:
         return str(p.get("init"))
-    parts = [f"{r['steps']} steps ({r['seconds'] / 3600:.2f} h, batch {r['batch']}, lr {r['lr']}, data `{Path(r['data']).name}`)" for r in chain]
+    parts = [f"{r['steps']} steps ({'GAN phase, ' if r.get('phase') == 'gan' else ''}{r['seconds'] / 3600:.2f} h, batch {r['batch']}, "
+             f"{'final ' if r.get('phase') == 'gan' else ''}lr {r['lr']}, data `{Path(r['data']).name}`)" for r in chain]
     return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)
 
 
@@ -341,8 +344,8 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         "Trained here with `mpv-srunet train` (docs/training.md); exported with `mpv-srunet train export`.",
         "",
         "## Data",
-        f"* Training: {d.get('sources', {}).get('train')} real sources (Debian lomiri-wallpapers-16.04, mate-backgrounds, "
-        "lxqt-themes photos and graphics; see docs/training.md), "
+        f"* Training: {d.get('sources', {}).get('train')} real sources (the data folder's "
+        "`meta.json` lists them; docs/training.md gives the shipped weights' sources and licences), "
         f"{(d.get('pairs') or {}).get('train')} pairs at CRF {d.get('crfs')}.",
         f"* Degradation: {d.get('degradation')}.",
         f"* Validation (never trained on, other resolutions of these pictures excluded too): {', '.join(d.get('sources', {}).get('val') or [])}; "
@@ -353,8 +356,7 @@ def model_card(report: dict[str, Any], weights: Path) -> str:
         f"Adam lr {_lr_text(t)}, bf16: {t['bf16']}.",
         f"* Loss: {p.get('loss')}. Init: {_init_text(p)}.",
         *([_interp_text(p["interpolation"])] if p.get("interpolation") else []),
-        f"* Time: {t['seconds'] / 3600:.2f} h of training steps ({t['steps'] / max(t['seconds'], 1e-9):.3f} steps/s) on {t['hardware']}, "
-        "on a machine shared with other jobs.",
+        f"* Time: {t['seconds'] / 3600:.2f} h of training steps ({t['steps'] / max(t['seconds'], 1e-9):.3f} steps/s) on {t['hardware']}.",
         *([f"* In all, with the earlier stages: {t['total_steps']} steps, {t['total_seconds'] / 3600:.2f} h."] if t.get("total_steps") else []),
         "",
         f"## Validation ({v.get('n')} frames, 540p -> 1080p, full frames, metrics of `mpv_srunet.metrics`)",
