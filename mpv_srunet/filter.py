@@ -155,16 +155,12 @@ def yuv420_to_frame(planes: np.ndarray, like: Any, colour: FrameColour) -> Any:
     return _tag_like(av.VideoFrame.from_ndarray(planes, format="yuv420p"), like, colour)
 
 
-#: swscale matrix names -> the GPU conversion's (mpv_srunet.trt.graph.MATRICES) names
-_SWS_TO_MATRIX = {"itu709": "bt709", "itu601": "bt601", "smpte170m": "bt601", "bt2020": "bt2020"}
-
-
 def colour_spec(colour: FrameColour) -> ColourSpec | None:
     """The GPU conversions' ColourSpec for ``colour`` (left-sited 4:2:0 chroma, as swscale
     assumes), or None for a matrix they do not implement (FCC, SMPTE 240M)."""
     from .trt.graph import ColourSpec
 
-    matrix = _SWS_TO_MATRIX.get(colour.matrix)
+    matrix = highdepth.SWS_TO_MATRIX.get(colour.matrix)
     if matrix is None:
         return None
     return ColourSpec(matrix, "limited" if colour.range == "MPEG" else "full", "left")

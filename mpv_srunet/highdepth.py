@@ -19,12 +19,17 @@ import numpy as np
 if TYPE_CHECKING:
     from .filter import FrameColour
 
-#: (Kr, Kb) for swscale's matrix names
-KR_KB: dict[str, tuple[float, float]] = {
-    "itu709": (0.2126, 0.0722),
-    "itu601": (0.299, 0.114),
-    "smpte170m": (0.299, 0.114),
+#: (Kr, Kb) of each matrix, by the GPU graphs' names (mpv_srunet.trt.graph re-exports it)
+MATRICES: dict[str, tuple[float, float]] = {
+    "bt709": (0.2126, 0.0722),
+    "bt601": (0.299, 0.114),
     "bt2020": (0.2627, 0.0593),
+}
+#: swscale's matrix names -> MATRICES' names
+SWS_TO_MATRIX = {"itu709": "bt709", "itu601": "bt601", "smpte170m": "bt601", "bt2020": "bt2020"}
+#: (Kr, Kb) by swscale's names, including the two matrices the GPU graphs do not implement
+KR_KB: dict[str, tuple[float, float]] = {
+    **{sws: MATRICES[name] for sws, name in SWS_TO_MATRIX.items()},
     "fcc": (0.30, 0.11),
     "smpte240m": (0.212, 0.087),
 }
@@ -44,8 +49,9 @@ def _is_gray(fmt: Any) -> bool:
     return sum(1 for c in fmt.components if not c.is_alpha) == 1
 
 
-def _levels(bits: int, full: bool) -> tuple[float, float, float, float]:
-    """(luma offset, luma scale, chroma offset, chroma scale) in code values."""
+def levels(bits: int, full: bool) -> tuple[float, float, float, float]:
+    """(luma offset, luma scale, chroma offset, chroma scale) in ``bits``-bit code values:
+    limited range 16/219/128/224 x 2^(bits-8); full range per BT.2100, code = (2^n - 1) * E."""
     m = float(1 << (bits - 8))
     if full:
         peak = float((1 << bits) - 1)
@@ -61,7 +67,7 @@ def _plane(frame: Any, i: int) -> np.ndarray:
 
 def to_float(frame: Any, colour: FrameColour, bits: int, interpolation: Any) -> np.ndarray:
     """> 8-bit YUV/gray VideoFrame -> float32 HxWx3 RGB in [-1, 1]."""
-    y_off, y_scale, c_off, c_scale = _levels(bits, colour.range == "JPEG")
+    y_off, y_scale, c_off, c_scale = levels(bits, colour.range == "JPEG")
     gray = _is_gray(frame.format)
     f444 = frame.reformat(
         format=f"gray{bits}le" if gray else f"yuv444p{bits}le", interpolation=interpolation,
@@ -95,7 +101,7 @@ def from_float(rgb: np.ndarray, fmt_name: str, colour: FrameColour, bits: int, i
     """float32 HxWx3 RGB in [-1, 1] -> untagged VideoFrame in ``fmt_name`` (> 8-bit YUV/gray)."""
     import av
 
-    y_off, y_scale, c_off, c_scale = _levels(bits, colour.range == "JPEG")
+    y_off, y_scale, c_off, c_scale = levels(bits, colour.range == "JPEG")
     top = float((1 << bits) - 1)
     h, w = rgb.shape[:2]
     x = (np.clip(rgb, -1.0, 1.0) + 1.0) * 0.5

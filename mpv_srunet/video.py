@@ -460,9 +460,6 @@ def _infer_loop(q_in: queue.Queue, q_out: queue.Queue, upscaler: Upscaler, opts:
             report.in_size, report.out_size = (w, h), out_size(h, w, upscaler.cfg)[::-1]
             start_writer(report.out_size, batch[0][2])
         for (_, frame, _c), (tag, out) in zip(batch, outs):
-            if tag == "planes":
-                q_out.put(("planes", (out, frame.pts, frame.time_base)))
-            else:
-                q_out.put(("frame", (out, frame.pts, frame.time_base)))
+            q_out.put((tag, (out, frame.pts, frame.time_base)))  # "frame": float CHW, "planes": yuv420p
             report.frames += 1
             bar.update(1)

@@ -55,16 +55,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..fsutil import write_bytes_atomic
+from ..highdepth import MATRICES, levels  # (Kr, Kb) of each matrix; code-value levels
 from ..model import SRUNet, reparameterize_model
 
 INPUT_FORMATS = ("rgb", "rgb24", "yuv420p", "yuv420p10")
 PRECISIONS = ("fp16", "fp32")
-#: (Kr, Kb) of each matrix.
-MATRICES: dict[str, tuple[float, float]] = {
-    "bt709": (0.2126, 0.0722),
-    "bt601": (0.299, 0.114),
-    "bt2020": (0.2627, 0.0593),
-}
 RANGES = ("limited", "full")
 CHROMA_UPSAMPLING = ("left", "center", "nearest")
 
@@ -152,13 +147,7 @@ class YUV420ToRGB(nn.Module):
         self.colour = colour
         kr, kb = MATRICES[colour.matrix]
         kg = 1.0 - kr - kb
-        m = float(2 ** (bit_depth - 8))
-        if colour.range == "limited":
-            self.y_off, self.y_scale, self.c_scale = 16.0 * m, 219.0 * m, 224.0 * m
-        else:  # full range per BT.2100: code = (2^n - 1) * E (as mpv_srunet.highdepth)
-            peak = float(2**bit_depth - 1)
-            self.y_off, self.y_scale, self.c_scale = 0.0, peak, peak
-        self.c_off = 128.0 * m
+        self.y_off, self.y_scale, self.c_off, self.c_scale = levels(bit_depth, colour.range == "full")
         self.rv = 2.0 * (1.0 - kr)
         self.bu = 2.0 * (1.0 - kb)
         self.gu = -2.0 * kb * (1.0 - kb) / kg
@@ -246,8 +235,7 @@ class RGBToYUV420(nn.Module):
         super().__init__()
         self.kr, self.kb = MATRICES[colour.matrix]
         self.kg = 1.0 - self.kr - self.kb
-        limited = colour.range == "limited"
-        self.y_off, self.y_scale, self.c_scale = (16.0, 219.0, 224.0) if limited else (0.0, 255.0, 255.0)
+        self.y_off, self.y_scale, self.c_off, self.c_scale = levels(8, colour.range == "full")
 
     def forward(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
@@ -258,7 +246,7 @@ class RGBToYUV420(nn.Module):
         def code(t: torch.Tensor, scale: float, off: float) -> torch.Tensor:
             return torch.round(t * scale + off).clamp(0.0, 255.0).to(torch.uint8)
 
-        return code(y, self.y_scale, self.y_off), code(u, self.c_scale, 128.0), code(v, self.c_scale, 128.0)
+        return code(y, self.y_scale, self.y_off), code(u, self.c_scale, self.c_off), code(v, self.c_scale, self.c_off)
 
 
 def _down_chroma(c: torch.Tensor) -> torch.Tensor:
