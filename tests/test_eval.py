@@ -163,7 +163,29 @@ def test_make_clips_command(real_photo: Path, tmp_path: Path, capsys: pytest.Cap
     ref = load_reference(str(clip), None)
     assert len(ref.frames) == 3 and ref.frames[0].shape == (144, 256, 3)
     rc, _, err = _run(["eval", "make-clips", str(tmp_path / "c2"), "--photos", str(tmp_path / "none")], capsys)
-    assert rc == 2 and "not a folder" in err
+    assert rc == 2 and "no such file or folder" in err and err.count("\n") == 1
+
+
+def test_make_clips_takes_named_photos_in_the_order_given(real_photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Named files make a clip set that does not depend on what else a folder holds."""
+    from PIL import Image
+
+    with Image.open(real_photo) as im:
+        small = im.convert("RGB").resize((300, 200))
+        small.save(tmp_path / "b_small.png")
+        im.convert("RGB").resize((320, 180)).save(tmp_path / "a_other.png")
+    rc, out, _ = _run(["eval", "make-clips", str(tmp_path / "c"), "--photos", str(real_photo), str(tmp_path / "a_other.png"),
+                       "--count", "2", "--frames", "2", "--size", "256x144"], capsys)
+    assert rc == 0
+    names = [Path(line).name for line in out.split()]
+    assert names[0].startswith("00_" + real_photo.stem[:40]) and names[1].startswith("01_a_other")
+    # a named photo smaller than the clips is refused, not skipped
+    rc, _, err = _run(["eval", "make-clips", str(tmp_path / "c3"), "--photos", str(tmp_path / "b_small.png"),
+                       "--size", "320x240"], capsys)
+    assert rc == 2 and "smaller than the clip size 320x240" in err and err.count("\n") == 1
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    rc, _, err = _run(["eval", "make-clips", str(tmp_path / "c4"), "--photos", str(tmp_path / "broken.jpg")], capsys)
+    assert rc != 0 and "not a readable image" in err and err.count("\n") == 1
 
 
 def test_pooled_psnr_of_identical_frames_is_infinite() -> None:

@@ -61,7 +61,10 @@ def _register_make_clips(evsub: argparse._SubParsersAction) -> None:
                          description="Virtual-camera clips over real photos: pans and zooms of at most 4 px/frame, "
                          "every frame Lanczos-resampled from the full-resolution photo, stored as FFV1 (lossless RGB).")
     m.add_argument("out_dir", help="folder for the clips")
-    m.add_argument("--photos", default="/usr/share/backgrounds", help="folder of photos (default /usr/share/backgrounds)")
+    m.add_argument("--photos", nargs="+", default=["/usr/share/backgrounds"], metavar="PHOTO",
+                   help="photo files, used in the order given, and/or folders, searched for photos at least --size "
+                   "(sorted by path); default /usr/share/backgrounds. Name files for a set that does not change "
+                   "with what else is installed")
     m.add_argument("--count", type=int, default=4, help="number of clips (default 4)")
     m.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
     m.add_argument("--fps", type=int, default=24, help="frame rate (default 24)")
@@ -183,10 +186,7 @@ def make_clips_cmd(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     if args.count < 1 or args.fps < 1:
         raise UsageError("--count and --fps must be >= 1")
-    photos_dir = Path(args.photos)
-    if not photos_dir.is_dir():
-        raise UsageError(f"--photos {photos_dir}: not a folder")
-    photos = find_photos(photos_dir, size)
+    photos = find_photos([Path(p) for p in args.photos], size)
     paths = make_clips(Path(args.out_dir), photos, count=args.count, frames=args.frames, fps=args.fps, size=size)
     for p in paths:
         print(p)

@@ -50,20 +50,36 @@ MOTIONS = (
 )
 
 
-def find_photos(folder: Path, min_size: tuple[int, int]) -> list[Path]:
-    """Photos (jpg/png) in ``folder`` (recursively) at least ``min_size``, sorted by path."""
+def find_photos(sources: Sequence[Path], min_size: tuple[int, int]) -> list[Path]:
+    """Photos for the clips: each file of ``sources`` as given (it must be a readable image of at
+    least ``min_size``), then each folder's jpg/png photos of at least ``min_size``, searched
+    recursively and sorted by path."""
     from PIL import Image, UnidentifiedImageError
 
-    out = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-            continue
+    def size_of(p: Path) -> tuple[int, int] | None:
         try:
             with Image.open(p) as im:
-                if im.width >= min_size[0] and im.height >= min_size[1]:
-                    out.append(p)
+                return im.size
         except (UnidentifiedImageError, OSError):
-            continue
+            return None
+
+    out: list[Path] = []
+    for src in sources:
+        if src.is_file():
+            wh = size_of(src)
+            if wh is None:
+                raise MediaError(f"--photos {src}: not a readable image")
+            if wh[0] < min_size[0] or wh[1] < min_size[1]:
+                raise UsageError(f"--photos {src}: {wh[0]}x{wh[1]}, smaller than the clip size {min_size[0]}x{min_size[1]}")
+            out.append(src)
+        elif src.is_dir():
+            for p in sorted(src.rglob("*")):
+                if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                    wh = size_of(p)
+                    if wh is not None and wh[0] >= min_size[0] and wh[1] >= min_size[1]:
+                        out.append(p)
+        else:
+            raise UsageError(f"--photos {src}: no such file or folder")
     return out
 
 
@@ -124,7 +140,7 @@ def make_clips(out_dir: Path, photos: Sequence[Path], *, count: int = 4, frames:
     from PIL import Image
 
     if not photos:
-        raise MediaError(f"no photos of at least {size[0]}x{size[1]} found; pass --photos DIR")
+        raise MediaError(f"no photos of at least {size[0]}x{size[1]} found; pass --photos FILE|DIR")
     if frames < 2:
         raise UsageError(f"--frames {frames}: a clip needs at least 2 frames")
     out_dir.mkdir(parents=True, exist_ok=True)
