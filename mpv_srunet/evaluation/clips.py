@@ -51,9 +51,9 @@ MOTIONS = (
 
 
 def find_photos(sources: Sequence[Path], min_size: tuple[int, int]) -> list[Path]:
-    """Photos for the clips: each file of ``sources`` as given (it must be a readable image of at
-    least ``min_size``), then each folder's jpg/png photos of at least ``min_size``, searched
-    recursively and sorted by path."""
+    """Photos for the clips, ``sources`` in the order given: a file as it is (it must be a
+    readable image of at least ``min_size``), a folder as its jpg/png photos of at least
+    ``min_size``, searched recursively and sorted by path."""
     from PIL import Image, UnidentifiedImageError
 
     def size_of(p: Path) -> tuple[int, int] | None:
