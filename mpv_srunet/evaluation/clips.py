@@ -63,20 +63,23 @@ def find_photos(sources: Sequence[Path], min_size: tuple[int, int]) -> list[Path
         except (UnidentifiedImageError, OSError):
             return None
 
+    def big_enough(wh: tuple[int, int]) -> bool:
+        return wh[0] >= min_size[0] and wh[1] >= min_size[1]
+
     out: list[Path] = []
     for src in sources:
         if src.is_file():
             wh = size_of(src)
             if wh is None:
                 raise MediaError(f"--photos {src}: not a readable image")
-            if wh[0] < min_size[0] or wh[1] < min_size[1]:
+            if not big_enough(wh):
                 raise UsageError(f"--photos {src}: {wh[0]}x{wh[1]}, smaller than the clip size {min_size[0]}x{min_size[1]}")
             out.append(src)
         elif src.is_dir():
             for p in sorted(src.rglob("*")):
                 if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                     wh = size_of(p)
-                    if wh is not None and wh[0] >= min_size[0] and wh[1] >= min_size[1]:
+                    if wh is not None and big_enough(wh):
                         out.append(p)
         else:
             raise UsageError(f"--photos {src}: no such file or folder")
