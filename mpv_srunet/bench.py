@@ -121,7 +121,7 @@ def gpu_case_reason(case: Case) -> str | None:
     if case.is_authors:
         if case.variant not in (None, "cpu", "cuda"):
             return f"{case.spec}: device must be cpu or cuda"
-        from .trt.cuda import cuda_unavailable_reason
+        from .gpu.cuda import cuda_unavailable_reason
 
         return cuda_unavailable_reason() if case.variant == "cuda" else None
     from .backends import available_backends
@@ -251,7 +251,7 @@ class AuthorsStyle:
             return y[:, :, : round(h * s), : round(w * s)].cpu().numpy()
 
     def upscale_frame(self, frame: Any) -> Any:
-        from .filter import float_to_frame, frame_colour, frame_to_float
+        from .colour import float_to_frame, frame_colour, frame_to_float
 
         colour = frame_colour(frame)
         x = frame_to_float(frame, colour).transpose(2, 0, 1)[None]

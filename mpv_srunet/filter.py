@@ -1,4 +1,4 @@
-"""Frames in, frames out: colour, padding, batching around a backend.
+"""Frames in, frames out: padding, batching and the backend call.
 
     >>> from mpv_srunet import Upscaler
     >>> up = Upscaler()                      # default weights, fastest backend here
@@ -6,10 +6,9 @@
     >>> out_frame = up.upscale(video_frame)  # av.VideoFrame -> av.VideoFrame, same pix fmt
 
 Sizes that are not multiples of 8 are padded by edge replication (the authors
-padded with zeros, which darkens borders) and cropped after. Colour: a VideoFrame is
-converted with its own matrix and range; where the stream leaves them unspecified,
-we follow mpv's guess (BT.709 from 720 lines up, else BT.601; limited range for
-YUV) and log it, so the conversion back uses exactly the same pair.
+padded with zeros, which darkens borders) and cropped after. A VideoFrame is converted with its own colour
+(:mod:`mpv_srunet.colour` decides it, with mpv's rule for untagged video, and converts),
+so the conversion back uses exactly the same matrix and range.
 The filter holds no per-frame state: one Upscaler may serve several threads as
 long as its backend does.
 """
@@ -18,152 +17,21 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from . import highdepth
 from .backends import Backend, create_backend
+from .colour import Colour, float_to_frame, frame_colour, frame_to_float, yuv420_to_frame
 from .errors import MediaError
 from .model import SRUNet, SRUNetCfg
 from .weights import WeightsInfo, load_model
-
-if TYPE_CHECKING:
-    from .trt.graph import ColourSpec
 
 log = logging.getLogger(__name__)
 
 #: Largest input accepted, in pixels (8K UHD / 2): bigger frames are refused, since the
 #: full-resolution activations alone would need > 4 GiB.
 MAX_INPUT_PIXELS = 3840 * 2160
-
-# libavutil AVColorSpace values -> swscale matrix names (PyAV's Colorspace enum)
-_AVCOL_SPC_TO_SWS = {1: "itu709", 4: "fcc", 5: "itu601", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
-_AVCOL_RANGE_NAMES = {1: "MPEG", 2: "JPEG"}  # limited, full
-
-
-def sws_flags() -> Any:
-    """swscale flags for YUV<->RGB: bicubic chroma, full chroma interpolation, accurate rounding.
-
-    swscale's defaults (bilinear, fast paths) leave a systematic 1-2 level bias on 4:2:0 8-bit
-    frames of real photos; these flags bring the mean error to ~0.4 levels (tests/test_filter.py).
-    """
-    from av.video.reformatter import Interpolation as I
-
-    return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT | I.FULL_CHR_H_INP
-
-
-@dataclass(frozen=True)
-class FrameColour:
-    """The YUV<->RGB matrix and range used for one frame, as swscale names."""
-
-    matrix: str  # e.g. "itu709", "itu601"
-    range: str  # "MPEG" (limited) or "JPEG" (full)
-    guessed: bool  # True when the stream did not say and we used mpv's rule
-
-    @property
-    def avcol_spc(self) -> int:
-        return {"itu709": 1, "fcc": 4, "itu601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9}[self.matrix]
-
-    @property
-    def avcol_range(self) -> int:
-        return 1 if self.range == "MPEG" else 2
-
-
-def frame_colour(frame: Any) -> FrameColour:
-    """Resolve a VideoFrame's colour matrix and range (never silently BT.601)."""
-    fmt = frame.format.name
-    is_yuv = fmt.startswith(("yuv", "nv", "p01", "p21", "y2", "uyvy", "yuyv"))
-    spc = _AVCOL_SPC_TO_SWS.get(int(frame.colorspace or 2))
-    rng = _AVCOL_RANGE_NAMES.get(int(frame.color_range or 0))
-    guessed = False
-    if spc is None:
-        spc = "itu709" if frame.height >= 720 else "itu601"
-        guessed = is_yuv
-    if rng is None:
-        rng = "MPEG" if (is_yuv and not fmt.startswith("yuvj")) else "JPEG"
-        guessed = guessed or is_yuv
-    if guessed:
-        log.debug("frame %dx%d %s: colour not tagged, using %s/%s", frame.width, frame.height, fmt, spc, rng)
-    return FrameColour(spc, rng, guessed)
-
-
-def _is_high_depth(fmt: Any) -> bool:
-    return any(c.bits > 8 for c in fmt.components)
-
-
-def frame_to_float(frame: Any, colour: FrameColour | None = None) -> np.ndarray:
-    """VideoFrame -> float32 HxWx3 RGB in [-1, 1] (exact equations for > 8-bit YUV: highdepth)."""
-    colour = colour or frame_colour(frame)
-    bits = highdepth.exact_depth(frame.format)
-    if bits is not None:
-        return highdepth.to_float(frame, colour, bits, sws_flags())
-    high = _is_high_depth(frame.format)
-    rgb = frame.to_ndarray(
-        format="rgb48le" if high else "rgb24",
-        src_colorspace=colour.matrix, src_color_range=colour.range,
-        dst_color_range="JPEG", interpolation=sws_flags(),
-    )
-    peak = 65535.0 if high else 255.0
-    return rgb.astype(np.float32) * (2.0 / peak) - 1.0
-
-
-def float_to_format(rgb: np.ndarray, fmt_name: str, colour: FrameColour) -> Any:
-    """float32 HxWx3 in [-1, 1] -> untagged VideoFrame in ``fmt_name`` with ``colour``'s
-    matrix and range (yuvj formats: full range). The inverse of ``frame_to_float``."""
-    import av
-
-    fmt = av.VideoFormat(fmt_name)
-    bits = highdepth.exact_depth(fmt)
-    if bits is not None:
-        return highdepth.from_float(rgb, fmt_name, colour, bits, sws_flags())
-    high = _is_high_depth(fmt)
-    peak = 65535.0 if high else 255.0
-    q = np.clip(np.rint((rgb + 1.0) * (peak / 2.0)), 0, peak).astype(np.uint16 if high else np.uint8)
-    src = "rgb48le" if high else "rgb24"
-    f = av.VideoFrame.from_ndarray(q, format=src)
-    if fmt_name == src:
-        return f
-    return f.reformat(
-        format=fmt_name, src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range="JPEG", dst_color_range="JPEG" if fmt_name.startswith("yuvj") else colour.range,
-        interpolation=sws_flags(),
-    )
-
-
-def float_to_frame(rgb: np.ndarray, like: Any, colour: FrameColour | None = None) -> Any:
-    """float32 HxWx3 in [-1, 1] -> VideoFrame in ``like``'s pixel format, matrix and range."""
-    colour = colour or frame_colour(like)
-    return _tag_like(float_to_format(rgb, like.format.name, colour), like, colour)
-
-
-def _tag_like(out: Any, like: Any, colour: FrameColour) -> Any:
-    if not like.format.name.startswith(("rgb", "bgr", "gbr")):
-        out.colorspace = colour.avcol_spc
-        out.color_range = colour.avcol_range
-    out.pts = like.pts
-    if like.time_base is not None:
-        out.time_base = like.time_base
-    return out
-
-
-def yuv420_to_frame(planes: np.ndarray, like: Any, colour: FrameColour) -> Any:
-    """(H*3/2, W) uint8 yuv420p planes -> VideoFrame tagged with ``colour`` and ``like``'s timing."""
-    import av
-
-    return _tag_like(av.VideoFrame.from_ndarray(planes, format="yuv420p"), like, colour)
-
-
-def colour_spec(colour: FrameColour) -> ColourSpec | None:
-    """The GPU conversions' ColourSpec for ``colour`` (left-sited 4:2:0 chroma, as swscale
-    assumes), or None for a matrix they do not implement (FCC, SMPTE 240M)."""
-    from .trt.graph import ColourSpec
-
-    matrix = highdepth.SWS_TO_MATRIX.get(colour.matrix)
-    if matrix is None:
-        return None
-    return ColourSpec(matrix, "limited" if colour.range == "MPEG" else "full", "left")
 
 
 def uint8_to_float(rgb: np.ndarray) -> np.ndarray:
@@ -275,7 +143,7 @@ class Upscaler:
             i += len(group)
         return out
 
-    def upscale_yuv420(self, frame: Any, colour: FrameColour | None = None) -> np.ndarray | None:
+    def upscale_yuv420(self, frame: Any, colour: Colour | None = None) -> np.ndarray | None:
         """A yuv420p or yuv420p10le VideoFrame -> the 2x frame's 8-bit yuv420p planes as one
         (2H*3/2, 2W) uint8 array (PyAV's ``to_ndarray`` layout), same matrix and range,
         converted on the backend's device.
@@ -297,16 +165,16 @@ class Upscaler:
                    for p, ph, pw in zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2)))
         return self._backend.infer_yuv420(y, u, v, spec)
 
-    def has_frame_path(self, frame: Any, colour: FrameColour | None = None) -> bool:
+    def has_frame_path(self, frame: Any, colour: Colour | None = None) -> bool:
         """Whether :meth:`upscale_yuv420` would take ``frame`` (cheap: nothing runs)."""
         return self._yuv420_spec(frame, colour or frame_colour(frame)) is not None
 
-    def _yuv420_spec(self, frame: Any, colour: FrameColour) -> ColourSpec | None:
-        """The ColourSpec for the frame path, or None where it does not apply."""
+    def _yuv420_spec(self, frame: Any, colour: Colour) -> Colour | None:
+        """``colour`` where the frame path applies to ``frame``, else None."""
         if (not hasattr(self._backend, "infer_yuv420") or frame.format.name not in ("yuv420p", "yuv420p10le")
-                or frame.width % 2 or frame.height % 2 or self.cfg.total_scale != 2):
+                or frame.width % 2 or frame.height % 2 or self.cfg.total_scale != 2 or not colour.on_gpu):
             return None
-        return colour_spec(colour)
+        return colour
 
     def _upscale_group(self, group: list[Any]) -> list[Any]:
         if isinstance(group[0], np.ndarray):

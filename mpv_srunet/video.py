@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .colour import Colour, float_to_format, frame_colour, frame_to_float
 from .errors import MediaError, UsageError
-from .filter import FrameColour, Upscaler, float_to_format, frame_colour, frame_to_float, out_size
+from .filter import Upscaler, out_size
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class _Writer:
     """Owns the output container: encodes upscaled frames and muxes copied packets."""
 
     def __init__(self, dst_tmp: str, kind: str, opts: UpscaleOptions, vin: Any, src_container: Any,
-                 size: tuple[int, int], colour: FrameColour) -> None:
+                 size: tuple[int, int], colour: Colour) -> None:
         import av
 
         self.kind, self.colour = kind, colour
@@ -417,7 +418,7 @@ def _pipeline(container: Any, tmp_out: str, kind: str, upscaler: Upscaler, opts:
 
 
 def _start_writer(box: dict, wt: threading.Thread, tmp_out: str, kind: str, opts: UpscaleOptions, vin: Any,
-                  container: Any, size: tuple[int, int], colour: FrameColour, pending: list, q_out: queue.Queue,
+                  container: Any, size: tuple[int, int], colour: Colour, pending: list, q_out: queue.Queue,
                   ready: threading.Event, lock: threading.Lock) -> None:
     box["w"] = _Writer(tmp_out, kind, opts, vin, container, size, colour)
     wt.start()
@@ -438,7 +439,7 @@ def _drain(q: queue.Queue) -> None:
 
 def _infer_loop(q_in: queue.Queue, q_out: queue.Queue, upscaler: Upscaler, opts: UpscaleOptions,
                 report: UpscaleReport, bar: Any, errors: list, stop: threading.Event,
-                start_writer: Callable[[tuple[int, int], FrameColour], None]) -> None:
+                start_writer: Callable[[tuple[int, int], Colour], None]) -> None:
     done = False
     while not done and not errors:
         batch = [q_in.get()]

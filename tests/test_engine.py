@@ -24,9 +24,9 @@ import torch
 
 from conftest import load_photo_rgb
 from mpv_srunet.errors import BackendUnavailable, ConfigError
-from mpv_srunet.filter import FrameColour, Upscaler, colour_spec, frame_to_float
-from mpv_srunet.mpv.render import float_to_yuv420
-from mpv_srunet.trt.runtime import pad_yuv420
+from mpv_srunet.colour import Colour, float_to_yuv420, frame_to_float
+from mpv_srunet.filter import Upscaler
+from mpv_srunet.gpu.frames import RGBToYUV420, YUV420FrameGraph, YUV420ToRGB, pad_yuv420, unpack_yuv420
 from mpv_srunet.weights import load_model
 from mpv_srunet.model import create_model
 from mpv_srunet.trt.builder import engine_problems, probe_machine, unavailable_reason
@@ -41,18 +41,7 @@ from mpv_srunet.trt.cache import (
     stale_reasons,
     write_engine,
 )
-from mpv_srunet.trt.graph import (
-    INPUT_FORMATS,
-    ColourSpec,
-    EngineGraph,
-    GraphSpec,
-    RGBToYUV420,
-    YUV420FrameGraph,
-    YUV420ToRGB,
-    dummy_inputs,
-    export_engine_onnx,
-    unpack_yuv420,
-)
+from mpv_srunet.trt.graph import INPUT_FORMATS, EngineGraph, GraphSpec, dummy_inputs, export_engine_onnx
 from mpv_srunet.video import mux
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,13 +127,10 @@ def test_static_export_and_bad_static_size(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="multiple of 8"):
         export_engine_onnx(tiny_model, tmp_path / "bad.onnx", spec, static_hw=(50, 64))
     with pytest.raises(ConfigError, match="colour matrix"):
-        ColourSpec(matrix="bt470")
+        Colour(matrix="bt470")
 
 
 # --------------------------------------------------------------------------- colour conversion
-
-
-_PYAV_NAMES = {"bt709": "itu709", "bt601": "itu601", "limited": "MPEG", "full": "JPEG"}
 
 
 def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int = 2, w: int = 128,
@@ -152,7 +138,7 @@ def _decoded_frames(tmp_path: Path, pix_fmt: str, matrix: str, rng: str, n: int 
     """Encode a real photo with libx265 in the given format and colour, decode it back."""
     src = load_photo_rgb(w + 4, h)
     path = tmp_path / f"{pix_fmt}_{matrix}_{rng}.mkv"
-    cs, cr = _PYAV_NAMES[matrix], _PYAV_NAMES[rng]
+    cs, cr = Colour(matrix, rng).sws_matrix, Colour(matrix, rng).sws_range
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx265", rate=24)
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
@@ -214,7 +200,7 @@ def _reference_rgb(planes, matrix: str, rng: str, bits: int, chroma: str) -> np.
     return np.clip(np.stack([r, g, b], -1), 0, 1)
 
 
-def _graph_rgb(tmp_path: Path, planes, colour: ColourSpec, bits: int) -> np.ndarray:
+def _graph_rgb(tmp_path: Path, planes, colour: Colour, bits: int) -> np.ndarray:
     """Run the in-graph conversion as ONNX (exported from the module the engine graph uses)."""
     conv = YUV420ToRGB(colour, bits).eval()
     dt = torch.float16 if bits == 10 else torch.uint8
@@ -237,11 +223,11 @@ def test_in_graph_colour_conversion_matches_python_path(tmp_path, pix_fmt, matri
     bits = 10 if pix_fmt.endswith("10le") else 8
     frame = _decoded_frames(tmp_path, pix_fmt, matrix, rng)[1]
     planes = _planes(frame)
-    python = (frame_to_float(frame, FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)) + 1.0) * 127.5
+    python = (frame_to_float(frame, Colour(matrix, rng)) + 1.0) * 127.5
     # (mean, p99) bounds in 8-bit levels vs PyAV/swscale, which sites 4:2:0 chroma "left"
     bounds = {"left": (1.0, 3.0), "center": (1.2, 6.0), "nearest": (1.6, 10.0)}
     for chroma, (mean_max, p99_max) in bounds.items():
-        graph = _graph_rgb(tmp_path, planes, ColourSpec(matrix, rng, chroma), bits)
+        graph = _graph_rgb(tmp_path, planes, Colour(matrix, rng, chroma), bits)
         np.testing.assert_allclose(graph, _reference_rgb(planes, matrix, rng, bits, chroma), atol=1e-5)
         d = np.abs(graph * 255.0 - python)
         assert d.mean() < mean_max and np.percentile(d, 99) < p99_max, (chroma, d.mean(), np.percentile(d, 99))
@@ -251,7 +237,7 @@ def test_yuv_engine_graph_equals_torch_on_decoded_frame(tiny_model, tmp_path):
     """The whole YUV graph (conversion + FP32 net + rounding) through onnxruntime equals torch."""
     frame = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=1)[0]
     planes = _planes(frame)
-    spec = GraphSpec("yuv420p", "fp32", ColourSpec("bt709", "limited", "left"))
+    spec = GraphSpec("yuv420p", "fp32", Colour("bt709", "limited", "left"))
     out = _session(export_engine_onnx(tiny_model, tmp_path / "yuv.onnx", spec)).run(
         None, _feeds(spec, [p[None, None] for p in planes]))[0]
     with torch.no_grad():
@@ -263,7 +249,7 @@ def test_yuv_engine_graph_equals_torch_on_decoded_frame(tiny_model, tmp_path):
 # --------------------------------------------------------------------------- GPU frame path (torch-cuda)
 
 
-def _python_path_yuv420(model, frame, colour: FrameColour) -> np.ndarray:
+def _python_path_yuv420(model, frame, colour: Colour) -> np.ndarray:
     """What the mpv renderer does with a float backend: swscale to RGB, the net, swscale to yuv420p."""
     with Upscaler(model=model, backend="torch-cpu", precision="fp32") as up:
         x = np.ascontiguousarray(frame_to_float(frame, colour).transpose(2, 0, 1)[None])
@@ -281,10 +267,10 @@ def test_rgb_to_yuv420_matches_swscale_on_a_photo():
     rgb = load_photo_rgb(320, 180)
     # full range: swscale's default (not ACCURATE_RND) path truncates chroma, about -0.5 level
     for matrix, rng, chroma_mean in (("bt709", "limited", 0.15), ("bt601", "full", 0.7)):
-        colour = FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)
+        colour = Colour(matrix, rng)
         ref = float_to_yuv420(rgb.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0, colour, (320, 180))
         t = torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None].float() / 255.0
-        y, u, v = (p.numpy() for p in RGBToYUV420(ColourSpec(matrix, rng))(t))
+        y, u, v = (p.numpy() for p in RGBToYUV420(Colour(matrix, rng))(t))
         assert y.dtype == np.uint8 and y.shape == (1, 1, 180, 320) and u.shape == v.shape == (1, 1, 90, 160)
         dy, dc = _yuv_diff(np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(270, 320), ref, 180)
         assert dy.max() <= 1 and dy.mean() < 0.05, (matrix, dy.max(), dy.mean())
@@ -297,14 +283,14 @@ def test_yuv420_frame_graph_matches_the_python_path(tmp_path, pix_fmt, matrix, r
     """Planes in, 8-bit planes out, in one torch graph (what torch-cuda runs on the GPU), against
     the renderer's float path, on a real H.265 frame whose size needs padding (132x100 -> 136x104)."""
     frame = _decoded_frames(tmp_path, pix_fmt, matrix, rng, n=1, w=132, h=100)[0]
-    colour = FrameColour(_PYAV_NAMES[matrix], _PYAV_NAMES[rng], False)
+    colour = Colour(matrix, rng)
     model = load_model(None, deploy=True)[0]
     ref = _python_path_yuv420(model, frame, colour)
     bits = 10 if pix_fmt.endswith("10le") else 8
     planes = pad_yuv420(*(p.astype(np.int16 if bits == 10 else np.uint8) for p in _planes(frame)), 8)
     assert planes[0].shape == (1, 1, 104, 136)
     with torch.no_grad():
-        flat = YUV420FrameGraph(model, colour_spec(colour), "fp32", bits)(*(torch.from_numpy(p) for p in planes))
+        flat = YUV420FrameGraph(model, colour, "fp32", bits)(*(torch.from_numpy(p) for p in planes))
     out = unpack_yuv420(flat.numpy(), (208, 272), (200, 264))
     assert out.shape == ref.shape == (300, 264) and out.dtype == np.uint8
     dy, dc = _yuv_diff(out, ref, 200)
@@ -321,9 +307,8 @@ def test_frame_path_only_where_the_backend_has_one(tmp_path, tiny_model):
     frame = _decoded_frames(tmp_path, "yuv420p", "bt709", "limited", n=1)[0]
     with Upscaler(model=tiny_model, backend="torch-cpu") as up:
         assert up.upscale_yuv420(frame) is None  # CPU backends keep the float path
-    assert colour_spec(FrameColour("itu709", "MPEG", False)) == ColourSpec("bt709", "limited", "left")
-    assert colour_spec(FrameColour("smpte170m", "JPEG", False)) == ColourSpec("bt601", "full", "left")
-    assert colour_spec(FrameColour("smpte240m", "MPEG", False)) is None
+    assert Colour("bt709", "limited").on_gpu and Colour("bt601", "full").on_gpu
+    assert not Colour("smpte240m", "limited").on_gpu  # FCC and SMPTE 240M stay on the CPU path
 
 
 # --------------------------------------------------------------------------- engine cache
@@ -559,7 +544,7 @@ def test_torch_cuda_frame_path_matches_the_python_path(tmp_path, pix_fmt, cuda_g
     """Upscaler(torch-cuda): yuv420p (or 10-bit) frames in, yuv420p out, on the GPU, against
     the CPU float path."""
     frames = _decoded_frames(tmp_path, pix_fmt, "bt709", "limited", n=2, w=132, h=100)
-    colour = FrameColour("itu709", "MPEG", False)
+    colour = Colour("bt709", "limited")
     model = load_model(None, deploy=True)[0]
     with Upscaler(model=model, backend="torch-cuda", cuda_graphs=cuda_graphs) as up:
         assert all(up.has_frame_path(f) for f in frames)
@@ -607,7 +592,6 @@ def test_mpv_renderer_takes_the_gpu_frame_path(tmp_path, pix_fmt):
 
 def test_pad_yuv420_edge_pads_planes_for_the_engine():
     from mpv_srunet.errors import BackendError
-    from mpv_srunet.trt.runtime import pad_yuv420
 
     y = np.arange(60 * 98, dtype=np.uint16).reshape(60, 98) % 1024
     u, v = y[::2, ::2].copy(), y[1::2, 1::2].copy()

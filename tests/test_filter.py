@@ -10,9 +10,11 @@ import torch
 from mpv_srunet import Upscaler
 from mpv_srunet.backends import AUTO_ORDER, available_backends, create_backend
 from mpv_srunet.errors import BackendError, MediaError
-from mpv_srunet.filter import FrameColour, float_to_frame, frame_colour, frame_to_float, sws_flags
+from mpv_srunet.colour import Colour, float_to_frame, frame_colour, frame_to_float, frame_to_rgb24, sws_flags
 from mpv_srunet.model import create_model
 from mpv_srunet.weights import load_model
+
+_RANGE = {"MPEG": "limited", "JPEG": "full"}  # swscale's range names -> ours
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +75,7 @@ def test_colour_round_trip(photo_rgb_540p, fmt, matrix, rng):
     if "10" in fmt:  # swscale's rgb48 reading of 10-bit is 0.4 % dark (see the tests below)
         b = (frame_to_float(back, c) + 1) * 127.5
     else:
-        b = back.to_ndarray(format="rgb24", src_colorspace=c.matrix, src_color_range=c.range,
-                            dst_color_range="JPEG", interpolation=sws_flags())
+        b = frame_to_rgb24(back, c)
     ours = np.rint((x + 1) * 127.5)
     assert np.abs(ours - b).mean() < 1.0  # frame -> float -> frame -> RGB is stable
     if fmt != "gray":  # and close to the RGB the frame was made from (4:2:0 loses some chroma)
@@ -110,7 +111,7 @@ def test_high_depth_white_is_white(fmt, bits, shift, rng):
     y[:, :16], y[:, 16:] = white << shift, black << shift
     for a in chroma:
         a[:] = (128 * m) << shift
-    c = FrameColour("itu709", rng, False)
+    c = Colour("bt709", _RANGE[rng])
     x = frame_to_float(f, c)
     assert np.allclose(x[:, :16], 1.0, atol=1e-6) and np.allclose(x[:, 16:], -1.0, atol=1e-6)
     back = float_to_frame(x, f, c)
@@ -122,7 +123,7 @@ def test_high_depth_white_is_white(fmt, bits, shift, rng):
 def test_ten_bit_reads_like_eight_bit(photo_rgb_540p, rng):
     """A 10-bit frame holding the same values as an 8-bit one (codes x4 in limited range,
     x1023/255 in full range) reads as the same RGB: no brightness bias between depths."""
-    c = FrameColour("itu709", rng, False)
+    c = Colour("bt709", _RANGE[rng])
     f8 = av.VideoFrame.from_ndarray(photo_rgb_540p, format="rgb24").reformat(
         format="yuv420p", dst_colorspace="itu709", dst_color_range=rng, interpolation=sws_flags())
     f10 = av.VideoFrame(f8.width, f8.height, "yuv420p10le")
@@ -141,8 +142,8 @@ def test_ten_bit_reads_like_eight_bit(photo_rgb_540p, rng):
 def test_untagged_frames_follow_mpv_rule():
     sd = av.VideoFrame(64, 480, "yuv420p")
     hd = av.VideoFrame(64, 720, "yuv420p")
-    assert (frame_colour(sd).matrix, frame_colour(sd).range, frame_colour(sd).guessed) == ("itu601", "MPEG", True)
-    assert frame_colour(hd).matrix == "itu709"
+    assert (frame_colour(sd).sws_matrix, frame_colour(sd).sws_range, frame_colour(sd).guessed) == ("itu601", "MPEG", True)
+    assert frame_colour(hd).sws_matrix == "itu709"
 
 
 def test_videoframe_in_videoframe_out(up32, h265_540p_clip):

@@ -40,15 +40,15 @@ def test_float_to_yuv420_matches_the_filter_conversion() -> None:
     """The fused hand-off conversion equals float_to_uint8 + swscale rgb24 -> yuv420p (+-1 level)."""
     import av
 
-    from mpv_srunet.filter import FrameColour, float_to_uint8
-    from mpv_srunet.mpv.render import float_to_yuv420
+    from mpv_srunet.colour import Colour, float_to_yuv420
+    from mpv_srunet.filter import float_to_uint8
 
     rng = np.random.default_rng(1)
     y = rng.uniform(-1.05, 1.05, (3, 90, 166)).astype(np.float32)  # odd-ish width: padded planes
-    for colour in (FrameColour("itu709", "MPEG", False), FrameColour("itu601", "JPEG", False)):
+    for colour in (Colour("bt709", "limited"), Colour("bt601", "full")):
         ref = av.VideoFrame.from_ndarray(float_to_uint8(y.transpose(1, 2, 0)), format="rgb24").reformat(
-            format="yuv420p", src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-            src_color_range="JPEG", dst_color_range=colour.range).to_ndarray()
+            format="yuv420p", src_colorspace=colour.sws_matrix, dst_colorspace=colour.sws_matrix,
+            src_color_range="JPEG", dst_color_range=colour.sws_range).to_ndarray()
         got = float_to_yuv420(y.copy(), colour, (166, 90))
         assert got.shape == ref.shape and np.abs(got.astype(int) - ref).max() <= 1
 

@@ -399,7 +399,8 @@ def test_video_frames_are_read_as_the_player_reads_them(h265_small_clip: Path) -
     and range, the player's swscale flags), not swscale's default, 1-2 levels darker reading."""
     import av
 
-    from mpv_srunet.filter import float_to_uint8, frame_to_float
+    from mpv_srunet.colour import frame_to_float
+    from mpv_srunet.filter import float_to_uint8
     from mpv_srunet.training.data import iter_video_frames
 
     ours = list(iter_video_frames(h265_small_clip, 3))

@@ -40,8 +40,8 @@ class Backend(Protocol):
         ...
 
     # Optional, where a runtime can do the whole frame on its device (torch-cuda):
-    # ``infer_yuv420(y, u, v, colour: ColourSpec) -> (2H*3/2, 2W) uint8 yuv420p planes``;
-    # Upscaler.upscale_yuv420 uses it when present (see mpv_srunet/trt/graph.py).
+    # ``infer_yuv420(y, u, v, colour: Colour) -> (2H*3/2, 2W) uint8 yuv420p planes``;
+    # Upscaler.upscale_yuv420 uses it when present (see mpv_srunet/gpu/frames.py).
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import BackendError
 from ..model import SRUNet
 from ..trt.cache import ShapeProfile, default_engine_dir, make_profile, read_key, stale_reasons
-from ..trt.graph import ColourSpec, GraphSpec
+from ..colour import Colour
+from ..trt.graph import GraphSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,12 @@ class TensorRTFrameEngine:
     the profile are edge-padded to a multiple of 8 and the output is cropped.
     """
 
-    def __init__(self, model: SRUNet, input_format: str = "yuv420p", colour: ColourSpec | None = None,
+    def __init__(self, model: SRUNet, input_format: str = "yuv420p", colour: Colour | None = None,
                  **options: Any) -> None:
         from ..trt.runtime import TRTRunner
 
         opts = TensorRTOptions(**options)
-        self.spec = GraphSpec(input_format, opts.precision, colour or ColourSpec())
+        self.spec = GraphSpec(input_format, opts.precision, colour or Colour())
         self.scale = model.cfg.total_scale
         self.engine_path = _engine_for(model, self.spec, opts)
         self._runner = TRTRunner(self.engine_path, self.spec.input_names, cuda_graphs=opts.cuda_graphs)
@@ -153,7 +154,7 @@ class TensorRTFrameEngine:
         return self._crop(self._runner.run([x]), h, w)
 
     def upscale_yuv420(self, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        from ..trt.runtime import pad_yuv420
+        from ..gpu.frames import pad_yuv420
 
         if not self.spec.is_yuv:
             raise BackendError(f"srunet.trt: this engine takes {self.spec.input_format}, not YUV planes")

@@ -1,13 +1,13 @@
 """torch-CUDA backend: the fused model in FP16 (or fp32) on any GPU torch can see.
 
 The second GPU path, for machines without TensorRT. Same plumbing as the
-TensorRT backend (:class:`mpv_srunet.trt.cuda.CudaPipeline`: pinned host buffers,
+TensorRT backend (:class:`mpv_srunet.gpu.cuda.CudaPipeline`: pinned host buffers,
 a dedicated inference stream, uploads overlapping inference), channels-last
 tensors (what cuDNN's tensor-core kernels want) and optional CUDA graphs.
 
 Besides the float protocol it has a frame path, :meth:`TorchCUDABackend.infer_yuv420`:
 8- or 10-bit 4:2:0 planes in, the upscaled frame's 8-bit 4:2:0 planes out, with both colour
-conversions on the GPU (:class:`mpv_srunet.trt.graph.YUV420FrameGraph`). It moves
+conversions on the GPU (:class:`mpv_srunet.gpu.frames.YUV420FrameGraph`). It moves
 1.5 bytes per pixel across PCIe instead of 12 (float RGB), and leaves the CPU only
 the decode: the float path's CPU-side conversions cost several times the model
 itself on a fast GPU (docs/tensorrt.md has the numbers).
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..model import SRUNet, reparameterize_model
-from ..trt.graph import ColourSpec
+from ..colour import Colour
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -40,7 +40,7 @@ class TorchCUDAOptions:
 
 
 def availability(name: str = "torch-cuda") -> str:
-    from ..trt.cuda import cuda_unavailable_reason
+    from ..gpu.cuda import cuda_unavailable_reason
 
     return cuda_unavailable_reason() or "ok"
 
@@ -51,7 +51,7 @@ class TorchCUDABackend:
     def __init__(self, model: SRUNet, opts: TorchCUDAOptions) -> None:
         import torch
 
-        from ..trt.cuda import CudaPipeline, require_cuda
+        from ..gpu.cuda import CudaPipeline, require_cuda
 
         if opts.precision not in PRECISIONS:
             raise BackendError(f"torch-cuda: unknown precision {opts.precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -70,10 +70,10 @@ class TorchCUDABackend:
         self._scale = m.cfg.total_scale
         self.name = f"torch-cuda ({opts.precision})"
         self._pipeline = CudaPipeline(self._compute(self._forward), device)
-        self._yuv_pipelines: dict[tuple[ColourSpec, int], Any] = {}
+        self._yuv_pipelines: dict[tuple[Colour, int], Any] = {}
 
     def _compute(self, fn):
-        from ..trt.cuda import GraphReplay
+        from ..gpu.cuda import GraphReplay
 
         return GraphReplay(fn) if self._opts.cuda_graphs else (lambda ins, stream: fn(ins))
 
@@ -91,13 +91,12 @@ class TorchCUDABackend:
         """Pipelined: the upload of frame n+1 overlaps inference of frame n."""
         return self._pipeline.run_iter([np.ascontiguousarray(f, dtype=np.float32)] for f in frames)
 
-    def infer_yuv420(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: ColourSpec) -> np.ndarray:
+    def infer_yuv420(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, colour: Colour) -> np.ndarray:
         """Planes (H, W), (H/2, W/2) of a frame with ``colour``'s matrix and range, 8-bit
         (uint8) or 10-bit (uint16 code values) -> the upscaled frame's 8-bit yuv420p planes,
         same matrix and range, as one (2H*3/2, 2W) uint8 array (PyAV's ``to_ndarray``
         layout, what a y4m frame holds)."""
-        from ..trt.graph import unpack_yuv420
-        from ..trt.runtime import pad_yuv420
+        from ..gpu.frames import pad_yuv420, unpack_yuv420
 
         if self._pipeline is None:
             raise BackendError("torch-cuda: backend is closed")
@@ -114,11 +113,11 @@ class TorchCUDABackend:
 
         return unpack_yuv420(flat, (up(hp), up(wp)), (up(h), up(w)))
 
-    def _yuv_pipeline(self, colour: ColourSpec, bits: int):
+    def _yuv_pipeline(self, colour: Colour, bits: int):
         import torch
 
-        from ..trt.cuda import CudaPipeline
-        from ..trt.graph import YUV420FrameGraph
+        from ..gpu.cuda import CudaPipeline
+        from ..gpu.frames import YUV420FrameGraph
 
         graph = YUV420FrameGraph(self._model, colour, self._opts.precision, bits).to(self._device)
         graph.model.to(memory_format=torch.channels_last)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 
+from ..colour import CHROMA_SITINGS, GPU_MATRICES, RANGES, Colour
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT FP16 engine (or --list the cached ones)")
     p.add_argument("--weights", help="weights file (default: the shipped weights)")
     p.add_argument("--format", default="rgb", choices=["rgb", "rgb24", "yuv420p", "yuv420p10"],
                    help="engine input: float RGB (backend protocol), uint8 RGB, or YUV 4:2:0 planes (default: rgb)")
-    p.add_argument("--matrix", default="bt709", choices=["bt709", "bt601", "bt2020"], help="YUV formats: colour matrix")
-    p.add_argument("--range", dest="colour_range", default="limited", choices=["limited", "full"],
+    p.add_argument("--matrix", default="bt709", choices=GPU_MATRICES, help="YUV formats: colour matrix")
+    p.add_argument("--range", dest="colour_range", default="limited", choices=RANGES,
                    help="YUV formats: limited (TV) or full (PC) range")
-    p.add_argument("--chroma", default="left", choices=["left", "center", "nearest"],
+    p.add_argument("--chroma", default="left", choices=CHROMA_SITINGS,
                    help="YUV formats: 4:2:0 chroma siting (left: MPEG-2/H.264/HEVC default)")
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--min", dest="min_size", default="640x360", metavar="WxH", help="smallest frame size (default 640x360)")
@@ -39,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _spec_and_profile(args: argparse.Namespace):
     from ..errors import UsageError
     from ..trt.cache import make_profile
-    from ..trt.graph import ColourSpec, GraphSpec
+    from ..trt.graph import GraphSpec
 
-    spec = GraphSpec(args.format, args.precision, ColourSpec(args.matrix, args.colour_range, args.chroma))
+    spec = GraphSpec(args.format, args.precision, Colour(args.matrix, args.colour_range, args.chroma))
     if args.max_batch != 1 and args.format != "rgb":
         raise UsageError(f"--max-batch {args.max_batch}: batching is only supported with --format rgb")
     if args.static:

@@ -14,9 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..colour import Colour, frame_to_rgb24, rgb24_to_yuv420
 from ..errors import MediaError
-from ..filter import sws_flags
 from ..video import mux
+
+#: the clips' colour: encoded, tagged and decoded as BT.709 limited range
+BT709_LIMITED = Colour("bt709", "limited")
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,10 @@ def encode_h265(
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx265", rate=rate)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.codec_context.colorspace, vs.codec_context.color_range = 1, 1  # BT.709, limited
+        vs.codec_context.colorspace, vs.codec_context.color_range = BT709_LIMITED.avcol_spc, BT709_LIMITED.avcol_range
         vs.options = {"crf": str(crf), "preset": preset, "x265-params": "log-level=error"}
         for i, rgb in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
-                format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
-                src_color_range="JPEG", dst_color_range="MPEG", interpolation=sws_flags(),
-            )
+            f = rgb24_to_yuv420(rgb, BT709_LIMITED)
             f.pts, f.time_base = i, 1 / rate
             total += mux(out, vs.encode(f))
         total += mux(out, vs.encode())
@@ -68,12 +68,8 @@ def decode_rgb(path: Path, expect: int) -> list[np.ndarray]:
     """Decode every frame back to full-range RGB (BT.709 limited in); check the count."""
     import av
 
-    from ..filter import FrameColour
-    from .media import decoded_rgb
-
-    colour = FrameColour("itu709", "MPEG", False)
     with av.open(str(path)) as c:
-        frames = [decoded_rgb(f, colour) for f in c.decode(video=0)]
+        frames = [frame_to_rgb24(f, BT709_LIMITED) for f in c.decode(video=0)]
     if len(frames) != expect:
         raise MediaError(f"{path}: decoded {len(frames)} frames, expected {expect} (encoder dropped frames?)")
     return frames

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError, UsageError
-from ..filter import sws_flags
+from ..colour import frame_to_rgb24
 
 #: The ground truth is held in memory (every candidate is compared with it): refuse beyond this.
 MAX_BYTES = 8 << 30
@@ -103,8 +103,6 @@ def _decode_video(path: Path, max_frames: int | None) -> Iterator[tuple[np.ndarr
     """Yield (RGB uint8 frame, fps), converting with each frame's own matrix and range."""
     import av
 
-    from ..filter import frame_colour
-
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
@@ -119,13 +117,7 @@ def _decode_video(path: Path, max_frames: int | None) -> Iterator[tuple[np.ndarr
         for frame in container.decode(vs):
             if max_frames is not None and n >= max_frames:
                 break
-            yield decoded_rgb(frame, frame_colour(frame)), fps
+            yield frame_to_rgb24(frame), fps
             n += 1
 
 
-def decoded_rgb(frame, colour) -> np.ndarray:  # noqa: ANN001 - av.VideoFrame, FrameColour
-    """A decoded frame as full-range 8-bit RGB using its stated (or mpv-guessed) colour."""
-    return frame.to_ndarray(
-        format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range, dst_color_range="JPEG",
-        interpolation=sws_flags(),  # the player's conversion; swscale's default is biased by 1-2 levels
-    )

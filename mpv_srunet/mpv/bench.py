@@ -139,9 +139,8 @@ def _client_read_ms(url: str, frames: int) -> float:
 def handoff(clip: str, secs: float) -> dict[str, Any]:
     """Per output frame (2x the clip): the server's render time with a free filter, the
     output conversion alone, and the transport (y4m over loopback HTTP into mpv) alone."""
-    from ..filter import frame_colour
+    from ..colour import float_to_yuv420, frame_colour
     from .media import Media
-    from .render import float_to_yuv420
     from .server import FrameServer
     from .source import FrameSource, probe
 
@@ -175,11 +174,10 @@ def handoff(clip: str, secs: float) -> dict[str, Any]:
 
 
 def output_paths(clip: str, n: int = 20) -> dict[str, Any]:
-    """The filter's output step (``filter.float_to_frame``: float RGB -> VideoFrame in the source
+    """The filter's output step (``colour.float_to_frame``: float RGB -> VideoFrame in the source
     format, what ``Upscaler.upscale(frame)`` ends with) against ours (float RGB -> y4m record),
     per 2x frame of ``clip``; the input step (``frame_to_float``) is the same code in both."""
-    from ..filter import float_to_frame, frame_colour
-    from .render import float_to_yuv420
+    from ..colour import float_to_frame, float_to_yuv420, frame_colour
     from .source import FrameSource, probe
     from .y4m import FRAME_TAG
 

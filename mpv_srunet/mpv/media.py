@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..colour import Colour, frame_colour
 from ..errors import SRUNetError
-from ..filter import FrameColour, frame_colour
 from .render import VARIANTS, FrameRenderer, FrameStore, RenderStats
 from .source import EndOfStream, FrameSource, SourceInfo, is_url, probe
 from .y4m import Y4MLayout
 
 log = logging.getLogger(__name__)
-
-#: mpv's names for swscale's matrices (vf=format:colormatrix=...).
-MPV_MATRIX = {"itu709": "bt.709", "itu601": "bt.601", "smpte170m": "bt.601", "fcc": "bt.601",
-              "smpte240m": "smpte-240m", "bt2020": "bt.2020-ncl"}
 
 
 @dataclass(frozen=True)
@@ -75,14 +71,14 @@ class Media:
     """One registered source. Thread-safe: readers call :meth:`record`; stores render."""
 
     def __init__(self, media_id: str, info: SourceInfo, upscaler: Any, infer_lock: threading.Lock,
-                 colour: FrameColour | None = None) -> None:
+                 colour: Colour | None = None) -> None:
         self.id, self.info, self.upscaler = media_id, info, upscaler
         #: the first decoded frame (None when ``colour`` was given): colour and speed probe
         self.probe_frame = None if colour else _first_frame(info)
         self.colour = colour or frame_colour(self.probe_frame)
         ow = int(round(info.width * upscaler.scale)) & ~1
         oh = int(round(info.height * upscaler.scale)) & ~1
-        self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.range == "JPEG")
+        self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.full)
         self.stats = RenderStats()
         self._infer_lock = infer_lock
         self._stores: dict[str, tuple[FrameStore, FrameSource]] = {}
@@ -134,7 +130,7 @@ class Media:
             "media": self.id, "width": info.width, "height": info.height,
             "out_width": lay.width, "out_height": lay.height,
             "fps": float(info.fps), "frames": info.frames, "seekable": info.seekable,
-            "colormatrix": MPV_MATRIX.get(self.colour.matrix, "auto"),
+            "colormatrix": self.colour.mpv_matrix,
             "colorlevels": "full" if lay.full_range else "limited",
             "backend": up.backend_name, "model": wi.name if wi else "?",
             "weights": str(wi.path) if wi else "", "frame_bytes": lay.record_bytes,
@@ -149,7 +145,7 @@ class Media:
 
 
 def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.Lock, runs: int = 2,
-                         frame: Any = None, colour: FrameColour | None = None) -> float:
+                         frame: Any = None, colour: Colour | None = None) -> float:
     """Filter time for one frame of this size (the last of ``runs``: the first one warms up).
 
     With a decoded ``frame`` the path the renderer will take is timed: the GPU frame

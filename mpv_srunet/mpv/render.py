@@ -9,7 +9,7 @@ Three views of one source (the y4m "variants"):
   mpv keeps getting frames while the Lua script switches to the original video.
 
 Colour: the source frame goes to RGB with the source's own matrix and range
-(:func:`mpv_srunet.filter.frame_colour`), and the upscaled RGB comes back to YUV
+(:func:`mpv_srunet.colour.frame_colour`), and the upscaled RGB comes back to YUV
 with the *same* pair, which mpv is told explicitly (it would otherwise guess
 BT.709 for the larger frame).
 """
@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..filter import FrameColour, frame_to_float
+from ..colour import Colour, float_to_yuv420, frame_to_float
 from .source import EndOfStream, FrameSource
 from .y4m import FRAME_TAG, Y4MLayout
 
@@ -53,40 +53,13 @@ class RenderStats:
         self.updated = time.monotonic()
 
 
-def float_to_yuv420(y: np.ndarray, colour: FrameColour, size: tuple[int, int]) -> np.ndarray:
-    """float32 CHW RGB in [-1, 1] -> (H*3/2, W) yuv420p planes with ``colour``'s matrix and range.
-
-    The hand-off hot path at 1080p: one fused pass scales, rounds and writes each channel
-    straight into a planar GBR frame (no HWC transpose, no temporary uint8 image), then
-    swscale converts to 4:2:0. Same result as ``float_to_uint8`` + rgb24 conversion
-    (rounding half up instead of half to even).
-    """
-    import av
-
-    w, h = size
-    if not y.flags.writeable:
-        y = y.copy()
-    np.clip(y, -1.0, 1.0, out=y)
-    np.multiply(y, 127.5, out=y)
-    np.add(y, 128.0, out=y)  # (y + 1) * 127.5 + 0.5: truncation below rounds to nearest
-    frame = av.VideoFrame(w, h, "gbrp")
-    for plane, ch in zip(frame.planes, (1, 2, 0)):  # planes are G, B, R
-        dst = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, :w]
-        np.copyto(dst, y[ch, :h, :w], casting="unsafe")
-    out = frame.reformat(
-        format="yuv420p", src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range="JPEG", dst_color_range=colour.range,
-    )
-    return out.to_ndarray()
-
-
-def bicubic_yuv420(frame: Any, colour: FrameColour, size: tuple[int, int]) -> np.ndarray:
+def bicubic_yuv420(frame: Any, colour: Colour, size: tuple[int, int]) -> np.ndarray:
     """Source frame -> bicubic-resized yuv420p planes (swscale, same matrix and range)."""
     w, h = size
     out = frame.reformat(
         width=w, height=h, format="yuv420p", interpolation="BICUBIC",
-        src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
-        src_color_range=colour.range, dst_color_range=colour.range,
+        src_colorspace=colour.sws_matrix, dst_colorspace=colour.sws_matrix,
+        src_color_range=colour.sws_range, dst_color_range=colour.sws_range,
     )
     return out.to_ndarray()
 
@@ -109,7 +82,7 @@ def split_compare(left: np.ndarray, right: np.ndarray, size: tuple[int, int], li
 class FrameRenderer:
     """Renders y4m frame records of one variant from one source (single-threaded use)."""
 
-    def __init__(self, source: FrameSource, upscaler: Any, layout: Y4MLayout, colour: FrameColour,
+    def __init__(self, source: FrameSource, upscaler: Any, layout: Y4MLayout, colour: Colour,
                  variant: str, stats: RenderStats, infer_lock: threading.Lock) -> None:
         self.source, self.upscaler, self.layout, self.colour = source, upscaler, layout, colour
         self.variant, self.stats, self._infer_lock = variant, stats, infer_lock
@@ -150,7 +123,7 @@ class FrameRenderer:
             planes = bicubic_yuv420(frame, self.colour, self._size)
         elif self.variant == "compare":
             bic = bicubic_yuv420(frame, self.colour, self._size)
-            planes = split_compare(bic, sr, self._size, self.colour.range == "MPEG")
+            planes = split_compare(bic, sr, self._size, not self.colour.full)
         else:
             planes = sr
         data = planes.tobytes()

@@ -43,7 +43,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import MediaError, UsageError
-from ..filter import frame_colour, sws_flags
+from ..colour import Colour, frame_to_rgb24, rgb24_to_yuv420
 from ..video import mux
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,7 @@ def iter_video_frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
             for i, frame in enumerate(c.decode(stream)):
                 if i >= max_frames:
                     break
-                colour = frame_colour(frame)  # the player's reading of the frame (see _yuv_to_rgb)
-                yield frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
-                                       dst_color_range="JPEG", interpolation=sws_flags())
+                yield frame_to_rgb24(frame)  # the player's reading of the frame
     except av.FFmpegError as e:
         raise MediaError(f"{path}: not a readable video ({e})") from None
 
@@ -185,32 +183,20 @@ def iter_video_frames(path: Path, max_frames: int) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------- degradation
 
 
-# The player's swscale flags (see mpv_srunet.filter.sws_flags): swscale's default 4:2:0 -> RGB path
-# darkens real photos by 1-2 levels, and pairs made with it would teach the model to brighten every frame.
+#: the pairs' coding colour (the player reads it back with the same flags: swscale's default
+#: 4:2:0 -> RGB path darkens real photos by 1-2 levels, and pairs made with it would teach the
+#: model to brighten every frame)
+_CODED = Colour("bt709", "limited")
 
 
 def _to_yuv_half(rgb: np.ndarray):  # -> av.VideoFrame
     """RGB -> x2 bicubic-downscaled YUV 4:2:0, BT.709 limited range, in one swscale call."""
-    import av
-
     h, w = rgb.shape[:2]
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    return frame.reformat(
-        width=w // 2,
-        height=h // 2,
-        format="yuv420p",
-        interpolation=sws_flags(),
-        src_colorspace="itu709",
-        dst_colorspace="itu709",
-        src_color_range="JPEG",
-        dst_color_range="MPEG",
-    )
+    return rgb24_to_yuv420(rgb, _CODED, (w // 2, h // 2))
 
 
 def _yuv_to_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(
-        format="rgb24", src_colorspace="itu709", src_color_range="MPEG", dst_color_range="JPEG", interpolation=sws_flags()
-    )
+    return frame_to_rgb24(frame, _CODED)
 
 
 def plain_downscale(rgb: np.ndarray) -> np.ndarray:

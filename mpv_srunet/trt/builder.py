@@ -76,7 +76,7 @@ def unavailable_reason(machine: MachineInfo) -> str | None:
     if int(machine.trt_version.split(".")[0]) < 10:
         return f"TensorRT {machine.trt_version} is too old; mpv-srunet needs TensorRT >= 10"
     if machine.gpu_name is None:
-        from .cuda import cuda_unavailable_reason
+        from ..gpu.cuda import cuda_unavailable_reason
 
         return cuda_unavailable_reason() or "no CUDA GPU visible"
     return None

@@ -26,7 +26,7 @@ class TRTRunner:
     def __init__(self, engine_path: Path, input_names: Sequence[str], *, cuda_graphs: bool = False) -> None:
         import torch
 
-        from .cuda import CudaPipeline, GraphReplay, require_cuda
+        from ..gpu.cuda import CudaPipeline, GraphReplay, require_cuda
 
         trt = import_tensorrt()
         self.device = require_cuda("tensorrt")
@@ -94,14 +94,3 @@ class TRTRunner:
             self.pipeline.close()
             self.pipeline = None  # type: ignore[assignment]
         self.context = self.engine = None
-
-
-def pad_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, multiple: int = 8):
-    """Edge-pad planes (H,W), (H/2,W/2) so luma is a multiple of ``multiple``; returns 1x1xHxW arrays."""
-    h, w = y.shape
-    if h % 2 or w % 2 or u.shape != (h // 2, w // 2) or v.shape != u.shape:
-        raise BackendError(f"srunet.trt: expected 4:2:0 planes with even luma size, got {y.shape}, {u.shape}, {v.shape}")
-    ph, pw = -h % multiple, -w % multiple
-    y = np.pad(y, ((0, ph), (0, pw)), mode="edge")
-    u, v = (np.pad(c, ((0, ph // 2), (0, pw // 2)), mode="edge") for c in (u, v))
-    return tuple(a[None, None] for a in (y, u, v))
