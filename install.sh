@@ -4,6 +4,9 @@
 #   ./install.sh            mpv + ffmpeg + libmpv (apt), venv .venv, CPU torch, mpv-srunet
 #   ./install.sh --dev      + test/training/eval extras, Xvfb, real test photos (lomiri/mate wallpapers)
 #   ./install.sh --gpu      CUDA torch + the [gpu] extra (TensorRT) instead of CPU torch
+#   ./install.sh --mpv-config  also install the mpv script + shader into YOUR mpv config
+#                           (mpv-srunet mpv-script --install --with-shader; undo: --uninstall).
+#                           Without it (and always when CI=true) your mpv config is left alone.
 #
 # Options: --venv DIR (default .venv), --no-apt (skip system packages), --python PY.
 set -euo pipefail
@@ -11,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$here/.venv"
 python="${PYTHON:-python3}"
-dev=0 gpu=auto apt=1
+dev=0 gpu=auto apt=1 mpv_config=0
 torch_cpu_version="2.13.0"
 
 while [ $# -gt 0 ]; do
@@ -20,9 +23,10 @@ while [ $# -gt 0 ]; do
     --gpu) gpu=1 ;;
     --cpu) gpu=0 ;;
     --no-apt) apt=0 ;;
+    --mpv-config) mpv_config=1 ;;
     --venv) venv="$(realpath -m "$2")"; shift ;;
     --python) python="$2"; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -32,7 +36,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # ---------------------------------------------------------------- system packages
 pkgs=(mpv libmpv-dev ffmpeg)
-[ "$dev" = 1 ] && pkgs+=(xvfb lomiri-wallpapers-16.04 mate-backgrounds)
+[ "$dev" = 1 ] && pkgs+=(xvfb lomiri-wallpapers-16.04 mate-backgrounds nginx-light zzuf)
 "$python" -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -86,14 +90,22 @@ if [ "$gpu" = 1 ]; then
   "${pip[@]}" -e "$here[gpu]" || echo "install.sh: the [gpu] extra (TensorRT) did not install; torch-cuda still works" >&2
 fi
 
-# ---------------------------------------------------------------- mpv script
-if "$venv/bin/mpv-srunet" mpv-script --help >/dev/null 2>&1; then
-  "$venv/bin/mpv-srunet" mpv-script --install --with-shader || echo "install.sh: could not install the mpv script (see above)" >&2
+# ---------------------------------------------------------------- mpv script (only when asked)
+if [ "$mpv_config" = 1 ]; then
+  case "${CI:-}" in
+    1|true|TRUE|True|yes)
+      echo "install.sh: CI=$CI: --mpv-config ignored (CI never changes this user's mpv config)" >&2 ;;
+    *)
+      say "installing the mpv script into your mpv config (undo: mpv-srunet mpv-script --uninstall)"
+      "$venv/bin/mpv-srunet" mpv-script --install --with-shader \
+        || echo "install.sh: could not install the mpv script (see above)" >&2 ;;
+  esac
 fi
 
 say "done. Next:"
 cat <<EOT
   $venv/bin/mpv-srunet upscale examples/pan_540p_h265.mkv out.mkv   # 540p H.265 -> 1080p
   mpv --script=\$($venv/bin/mpv-srunet mpv-script --path) VIDEO      # watch with SR-UNet in mpv
+  $venv/bin/mpv-srunet mpv-script --install                           # in every mpv (--uninstall undoes it)
   $venv/bin/mpv-srunet --help                                         # every command
 EOT

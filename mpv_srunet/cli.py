@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "mpv_srunet.commands.finetune",
     "mpv_srunet.commands.mpv_script",
     "mpv_srunet.commands.play",
+    "mpv_srunet.commands.doctor",
 ]
 
 

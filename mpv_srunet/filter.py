@@ -15,17 +15,19 @@ long as its backend does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 from typing import Any, Sequence
 
 import numpy as np
 
 from .backends import Backend, create_backend
 from .colour import Colour, float_to_frame, frame_colour, frame_to_float, yuv420_to_frame
-from .errors import MediaError
-from .model import SRUNet, SRUNetCfg
-from .weights import WeightsInfo, load_model
+from .errors import MediaError, WeightsError
+from .model import SRUNet, SRUNetCfg, reparameterize_model
+from .weights import Endpoints, WeightsInfo, build_from_state_dict, check_strength, load_model, read_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class Upscaler:
         backend: ``auto`` or a name from :data:`mpv_srunet.backends.BACKENDS`.
         model: an already-built SR-UNet (instead of ``weights``), e.g. during training.
         batch_size: frames per backend call in :meth:`upscale_batch`.
+        strength: detail strength, 0 (fidelity) .. 1 (perceptual), for weights files that
+            hold both endpoints (the shipped ones do); None = the file's default. Change it
+            later with :meth:`set_strength`.
         **backend_options: passed to the backend (e.g. ``precision="fp32"``, ``threads=2``).
     """
 
@@ -70,16 +75,24 @@ class Upscaler:
         *,
         model: SRUNet | None = None,
         batch_size: int = 1,
+        strength: float | None = None,
         **backend_options: Any,
     ) -> None:
         if model is not None:
+            if strength is not None:
+                raise WeightsError("strength applies to a weights file with fidelity/perceptual endpoints, not to a model")
             self.weights_info: WeightsInfo | None = None
             self.model = model
         else:
-            self.model, self.weights_info = load_model(weights, deploy=True)
+            self.model, self.weights_info = load_model(weights, deploy=True, strength=strength)
         self.cfg: SRUNetCfg = self.model.cfg
         self.batch_size = max(1, int(batch_size))
+        self._backend_request = (backend, backend_options)
         self._backend: Backend = create_backend(backend, self.model, **backend_options)
+        self._endpoints: tuple[Endpoints, SRUNetCfg, str] | None = None
+        #: held by every backend call and by a weights swap, so a swap falls between frames
+        self._swap_lock = threading.Lock()
+        self._strength_lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -89,6 +102,52 @@ class Upscaler:
     @property
     def backend_name(self) -> str:
         return self._backend.name
+
+    @property
+    def strength(self) -> float | None:
+        """The detail strength in use; None when the weights have a single endpoint."""
+        return self.weights_info.strength if self.weights_info else None
+
+    def set_strength(self, strength: float) -> float:
+        """Re-blend the weights file's endpoints at ``strength`` and swap them in between two frames.
+
+        torch-cpu/torch-cuda copy the new weights into the live modules (milliseconds;
+        CUDA graphs stay valid); other runtimes (onnxruntime, tensorrt, a compiled
+        torch-cpu) get a new backend built while the old one keeps serving, then swapped
+        (TensorRT: an engine build per new strength, cached; no refit). WeightsError for
+        single-endpoint weights or a strength outside 0..1.
+        """
+        with self._strength_lock:  # one re-blend at a time
+            return self._set_strength(strength)
+
+    def _set_strength(self, strength: float) -> float:
+        info = self.weights_info
+        if info is None or info.strength is None:
+            what = info.path if info else "this model"
+            raise WeightsError(f"{what}: holds one set of weights, not fidelity/perceptual endpoints; strength does not apply")
+        s = check_strength(strength)
+        if s == info.strength:
+            return s
+        if self._endpoints is None:
+            self._endpoints = read_endpoints(info.path)
+        ends, cfg, form = self._endpoints
+        model = build_from_state_dict(ends.blend(s), cfg, form, source=f"{info.path} (strength {s:g})")
+        if form == "train":
+            model = reparameterize_model(model, inplace=True)
+        model.eval()
+        load = getattr(self._backend, "load_weights", None)
+        with self._swap_lock:
+            swapped = bool(load and load(model))
+        if not swapped:
+            name, options = self._backend_request
+            new = create_backend(name, model, **options)
+            with self._swap_lock:
+                old, self._backend = self._backend, new
+            old.close()
+        self.model = model
+        self.weights_info = dataclasses.replace(info, strength=s, metadata={**info.metadata, "srunet.strength": s})
+        log.info("detail strength %.2f (%s)", s, "in place" if swapped else "new backend")
+        return s
 
     def close(self) -> None:
         self._backend.close()
@@ -114,7 +173,8 @@ class Upscaler:
             raise MediaError(f"frame {w}x{h} is larger than the {MAX_INPUT_PIXELS / 1e6:.1f} MP this filter accepts; downscale it first")
         ph, pw = pad_amounts(h, w, SRUNet.multiple_of)
         xp = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge") if (ph or pw) else x
-        y = self._backend.infer(np.ascontiguousarray(xp, dtype=np.float32))
+        with self._swap_lock:
+            y = self._backend.infer(np.ascontiguousarray(xp, dtype=np.float32))
         oh, ow = out_size(h, w, self.cfg)
         y = y[:, :, :oh, :ow]
         return y[0] if squeeze else y
@@ -163,7 +223,8 @@ class Upscaler:
         dt = np.dtype(np.uint16 if frame.format.name == "yuv420p10le" else np.uint8)
         y, u, v = (np.frombuffer(p, dt).reshape(ph, p.line_size // dt.itemsize)[:, :pw]
                    for p, ph, pw in zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2)))
-        return self._backend.infer_yuv420(y, u, v, spec)
+        with self._swap_lock:
+            return self._backend.infer_yuv420(y, u, v, spec)
 
     def has_frame_path(self, frame: Any, colour: Colour | None = None) -> bool:
         """Whether :meth:`upscale_yuv420` would take ``frame`` (cheap: nothing runs)."""

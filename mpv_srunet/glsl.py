@@ -663,7 +663,8 @@ def _header(model: "SRUNet", info: "WeightsInfo | None", shader: GlslShader) -> 
     from . import __version__
 
     cfg = model.cfg
-    src = f"{info.path.name} (sha256 {info.sha256})" if info else f"in-memory model (weights sha256 {model_checksum(model)})"
+    strength = f", detail strength {info.strength:g}" if info and info.strength is not None else ""
+    src = f"{info.path.name} (sha256 {info.sha256}{strength})" if info else f"in-memory model (weights sha256 {model_checksum(model)})"
     lic = (info.metadata.get("license") if info else None) or "not stated in the weights file"
     w, h = REF_SIZE
     lines = [

@@ -77,6 +77,8 @@ MODEL_CFGS: dict[str, SRUNetCfg] = {
     "lite": SRUNetCfg(n_filters=32, layer_multiplier=1.0),
     "authors-1.5x": SRUNetCfg(n_filters=48, layer_multiplier=0.7, out_scale=0.75),
 }
+#: The presets players and `model=auto` choose between, best quality first (`doctor` measures them).
+PLAYBACK_PRESETS: tuple[str, ...] = ("default", "lite")
 
 
 def get_cfg(name: str, **overrides: Any) -> SRUNetCfg:
@@ -236,6 +238,30 @@ def reparameterize_model(model: SRUNet, inplace: bool = False) -> SRUNet:
     if not inplace:
         model = copy.deepcopy(model)
     return model.reparameterize()
+
+
+@torch.no_grad()
+def train_form_from_deploy(model: SRUNet) -> SRUNet:
+    """A train-form copy of a deploy-form model that computes the same function.
+
+    The inverse of :func:`reparameterize_model` up to the split of each fused kernel:
+    ``conv1`` takes the fused kernel minus the identity, ``conv_adapter`` starts at
+    zero (so fusing it again gives back the same kernels). Training can start from
+    shipped (fused) weights this way.
+    """
+    if not model.deploy:
+        return copy.deepcopy(model)
+    out = SRUNet(model.cfg, deploy=False).to(next(model.parameters()).device)
+    for src, dst in zip(model.blocks(), out.blocks()):
+        w, b = src.conv1.weight, src.conv1.bias
+        if dst.has_residual:
+            w = w - identity_kernel(dst.cout, w.shape[-1], dtype=w.dtype, device=w.device)
+            nn.init.zeros_(dst.conv_adapter.weight)
+            nn.init.zeros_(dst.conv_adapter.bias)
+        dst.conv1.weight.copy_(w)
+        dst.conv1.bias.copy_(b)
+    out.conv_last.load_state_dict(model.conv_last.state_dict())
+    return out.train(model.training)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,6 +8,13 @@ holds:
 * ``srunet.format_version``: ``1``;
 * anything else the writer passes (provenance, metrics), JSON-encoded when not a string.
 
+A file may hold two *endpoints* of one network (same config and form) instead of one
+set of weights: the tensors are stored as ``fidelity/NAME`` and ``perceptual/NAME``,
+``srunet.endpoints`` is ``["fidelity", "perceptual"]`` and ``srunet.default_strength``
+the blend used when none is asked for. Loading blends them linearly at ``strength``
+(0 = fidelity, 1 = perceptual; network interpolation, Wang et al. 2018): the network
+has no normalisation layers, so blending fused weights equals fusing blended ones.
+
 Loading follows spandrel's order: dispatch on extension, canonicalise keys
 (``state_dict``/``params_ema`` wrappers, ``module.`` prefixes), infer the
 hyper-parameters from tensor shapes where the file does not say them, then a
@@ -37,6 +44,8 @@ DEFAULT_WEIGHTS_NAME = "srunet_default.safetensors"
 SIDECAR_SUFFIX = ".srunet.safetensors"
 #: Environment variable that overrides the default weights file.
 ENV_WEIGHTS = "MPV_SRUNET_WEIGHTS"
+#: The two endpoints of a detail-strength file, in strength order (0, 1).
+ENDPOINTS = ("fidelity", "perceptual")
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class WeightsInfo:
     form: str  # "train" or "deploy"
     sha256: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the blend of the file's two endpoints that was loaded; None for a single-endpoint file
+    strength: float | None = None
 
     @property
     def name(self) -> str:
@@ -66,6 +77,23 @@ def default_weights_path() -> Path:
     """The weights used when none are given: ``$MPV_SRUNET_WEIGHTS`` or ``engines/srunet_default.safetensors``."""
     env = os.environ.get(ENV_WEIGHTS)
     return Path(env) if env else repo_engines_dir() / DEFAULT_WEIGHTS_NAME
+
+
+def preset_weights_path(preset: str) -> Path:
+    """The shipped weights of a model preset (``default``: :func:`default_weights_path`; others:
+    ``engines/srunet_<preset>.safetensors``). WeightsError when that preset ships none: untrained
+    (random) weights are never used to upscale."""
+    from .model import PLAYBACK_PRESETS
+
+    if preset not in PLAYBACK_PRESETS:
+        raise WeightsError(f"model preset {preset!r}: choose one of {', '.join(PLAYBACK_PRESETS)} (or auto)")
+    if preset == "default":
+        return default_weights_path()
+    p = repo_engines_dir() / f"srunet_{preset}.safetensors"
+    if not p.is_file():
+        raise WeightsError(f"model preset {preset!r}: no trained weights ship for it ({p} is missing); "
+                           f"train them (mpv-srunet train run --preset {preset}) or pass a weights file")
+    return p
 
 
 def sidecar_weights_for(video: str | os.PathLike[str]) -> Path | None:
@@ -156,9 +184,107 @@ def _short(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], SRUNetCfg, str, dict[str, Any]]:
-    """Read a weights file: (state dict, config, form, metadata). No model built yet."""
+def check_strength(strength: float) -> float:
+    """``strength`` as a float in 0..1, else a one-line error."""
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise WeightsError(f"strength {strength!r}: expected a number from 0 (fidelity) to 1 (perceptual)") from None
+    if not 0.0 <= s <= 1.0:  # NaN fails too
+        raise WeightsError(f"strength {strength}: expected a number from 0 (fidelity) to 1 (perceptual)")
+    return s
+
+
+def blend_state_dicts(fidelity: Mapping[str, torch.Tensor], perceptual: Mapping[str, torch.Tensor],
+                      strength: float) -> dict[str, torch.Tensor]:
+    """``(1 - s) * fidelity + s * perceptual`` per tensor, in fp32; exactly an endpoint at 0 and 1."""
+    s = check_strength(strength)
+    if s in (0.0, 1.0):
+        return {k: v.float().clone() for k, v in (fidelity if s == 0.0 else perceptual).items()}
+    return {k: (1.0 - s) * fidelity[k].float() + s * perceptual[k].float() for k in fidelity}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The two endpoints of a detail-strength file (same config and form), for re-blending."""
+
+    fidelity: dict[str, torch.Tensor]
+    perceptual: dict[str, torch.Tensor]
+    default_strength: float
+
+    def blend(self, strength: float | None = None) -> dict[str, torch.Tensor]:
+        return blend_state_dicts(self.fidelity, self.perceptual, self.default_strength if strength is None else strength)
+
+
+def _split_endpoints(sd: Mapping[str, torch.Tensor], meta: Mapping[str, Any], source: str) -> Endpoints | None:
+    """The endpoints of a two-endpoint file; None for a file of one set of weights."""
+    if "srunet.endpoints" not in meta:
+        return None
+    if list(meta["srunet.endpoints"]) != list(ENDPOINTS):
+        raise WeightsError(f"{source}: srunet.endpoints is {meta['srunet.endpoints']!r}; expected {list(ENDPOINTS)}")
+    parts: dict[str, dict[str, torch.Tensor]] = {e: {} for e in ENDPOINTS}
+    for k, v in sd.items():
+        e, _, name = k.partition("/")
+        if e not in parts or not name:
+            raise WeightsError(f"{source}: tensor {k!r} belongs to no endpoint; expected fidelity/... or perceptual/...")
+        parts[e][name] = v
+    fid, perc = parts["fidelity"], parts["perceptual"]
+    if set(fid) != set(perc):
+        raise WeightsError(f"{source}: the endpoints hold different tensors: {sorted(set(fid) ^ set(perc))[:3]}")
+    for k in fid:
+        if fid[k].shape != perc[k].shape:
+            raise WeightsError(f"{source}: tensor {k} has shape {tuple(fid[k].shape)} in fidelity, {tuple(perc[k].shape)} in perceptual")
+    try:
+        default = check_strength(meta.get("srunet.default_strength", 1.0))
+    except WeightsError as e:
+        raise WeightsError(f"{source}: srunet.default_strength: {e}") from None
+    return Endpoints(fid, perc, default)
+
+
+def has_endpoints(path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether a weights file (default: the shipped one) holds fidelity/perceptual endpoints (reads the header only)."""
+    from safetensors import safe_open
+
+    p = Path(path) if path is not None else default_weights_path()
+    if p.suffix.lower() != ".safetensors" or not p.is_file():
+        return False
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            return "srunet.endpoints" in (f.metadata() or {})
+    except Exception:  # unreadable: loading it will say why
+        return False
+
+
+def read_endpoints(path: str | os.PathLike[str]) -> tuple[Endpoints, SRUNetCfg, str]:
+    """(endpoints, config, form) of a two-endpoint file; a one-line error for any other file."""
     p = Path(path)
+    sd, cfg, form, meta = _read_file(p)
+    ends = _split_endpoints(sd, meta, str(p))
+    if ends is None:
+        raise WeightsError(f"{p}: holds one set of weights, not fidelity/perceptual endpoints; strength does not apply")
+    return ends, cfg, form
+
+
+def read_weights(path: str | os.PathLike[str], *, strength: float | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], SRUNetCfg, str, dict[str, Any]]:
+    """Read a weights file: (state dict, config, form, metadata). No model built yet.
+
+    A two-endpoint file is blended at ``strength`` (default: its ``srunet.default_strength``)
+    and ``metadata["srunet.strength"]`` says at what; ``strength`` with a single-endpoint
+    file is an error.
+    """
+    p = Path(path)
+    sd, cfg, form, meta = _read_file(p)
+    ends = _split_endpoints(sd, meta, str(p))
+    if ends is None:
+        if strength is not None:
+            raise WeightsError(f"{p}: holds one set of weights, not fidelity/perceptual endpoints; strength does not apply")
+        return sd, cfg, form, meta
+    s = ends.default_strength if strength is None else check_strength(strength)
+    return ends.blend(s), cfg, form, {**meta, "srunet.strength": s}
+
+
+def _read_file(p: Path) -> tuple[dict[str, torch.Tensor], SRUNetCfg, str, dict[str, Any]]:
     if not p.exists():
         raise WeightsError(f"{p}: no such weights file")
     if p.is_dir() or p.stat().st_size == 0:
@@ -168,11 +294,15 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
         sd, raw = _read_safetensors(p)
         meta: dict[str, Any] = {k: _maybe_json(v) for k, v in raw.items()}
         if "srunet.config" in meta:
+            if "srunet.endpoints" in meta and "srunet.form" not in meta:
+                raise WeightsError(f"{p}: a two-endpoint file needs srunet.form metadata")
             try:
                 cfg = SRUNetCfg.from_dict(meta["srunet.config"])
             except (TypeError, ValueError) as e:
                 raise WeightsError(f"{p}: bad srunet.config metadata ({e})") from None
             form = str(meta.get("srunet.form", "deploy"))
+        elif "srunet.endpoints" in meta:
+            raise WeightsError(f"{p}: a two-endpoint file needs srunet.config metadata")
         else:
             cfg, form = infer_config(sd)
     elif ext in (".pth", ".pt", ".ckpt", ".bin"):
@@ -211,11 +341,13 @@ def build_from_state_dict(sd: Mapping[str, torch.Tensor], cfg: SRUNetCfg, form: 
     return model.eval()
 
 
-def load_model(path: str | os.PathLike[str] | None = None, *, deploy: bool = True) -> tuple[SRUNet, WeightsInfo]:
+def load_model(path: str | os.PathLike[str] | None = None, *, deploy: bool = True,
+               strength: float | None = None) -> tuple[SRUNet, WeightsInfo]:
     """Load weights (default: :func:`default_weights_path`) into an eval-mode model.
 
     ``deploy=True`` returns the fused form whatever the file holds; ``deploy=False``
-    needs a train-form file.
+    needs a train-form file. ``strength`` blends a two-endpoint file (see the module
+    docstring); None takes the file's default.
     """
     p = Path(path) if path is not None else default_weights_path()
     if path is None and not p.exists():
@@ -223,14 +355,23 @@ def load_model(path: str | os.PathLike[str] | None = None, *, deploy: bool = Tru
             f"{p}: default weights not found; pass --weights FILE or set {ENV_WEIGHTS} "
             "(a source checkout ships engines/srunet_default.safetensors)"
         )
-    sd, cfg, form, meta = read_weights(p)
+    sd, cfg, form, meta = read_weights(p, strength=strength)
     model = build_from_state_dict(sd, cfg, form, source=str(p))
     if deploy and form == "train":
         model = reparameterize_model(model, inplace=True)
     elif not deploy and form == "deploy":
         raise WeightsError(f"{p}: holds fused (deploy) weights; training needs a train-form file")
-    info = WeightsInfo(path=p, cfg=cfg, form=form, sha256=file_sha256(p), metadata=meta)
+    info = WeightsInfo(path=p, cfg=cfg, form=form, sha256=file_sha256(p), metadata=meta,
+                       strength=meta.get("srunet.strength"))
     return model.eval(), info
+
+
+def load_endpoint_models(path: str | os.PathLike[str]) -> tuple[SRUNet, SRUNet, Endpoints]:
+    """Both endpoints of a two-endpoint file as eval-mode models in the file's form, and the raw endpoints."""
+    ends, cfg, form = read_endpoints(path)
+    models = [build_from_state_dict(sd, cfg, form, source=f"{path} ({name})")
+              for name, sd in zip(ENDPOINTS, (ends.fidelity, ends.perceptual))]
+    return models[0], models[1], ends
 
 
 # --------------------------------------------------------------------------- writing
@@ -258,6 +399,35 @@ def save_weights(
             "srunet.dtype": "float16" if half else "float32",
         }
     )
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return p
+
+
+def save_endpoints(
+    path: str | os.PathLike[str],
+    fidelity: SRUNet,
+    perceptual: SRUNet,
+    default_strength: float,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write two endpoints of one network (same config and form) as one detail-strength file, atomically."""
+    from safetensors.torch import save_file
+
+    if fidelity.cfg != perceptual.cfg or fidelity.deploy != perceptual.deploy:
+        raise WeightsError("the endpoints must share one config and form")
+    p = Path(path)
+    tensors = {f"{name}/{k}": v.detach().to("cpu", torch.float32).contiguous()
+               for name, m in zip(ENDPOINTS, (fidelity, perceptual)) for k, v in m.state_dict().items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta.update({
+        "srunet.config": json.dumps(fidelity.cfg.to_dict()),
+        "srunet.form": "deploy" if fidelity.deploy else "train",
+        "srunet.format_version": FORMAT_VERSION,
+        "srunet.dtype": "float32",
+        "srunet.endpoints": json.dumps(list(ENDPOINTS)),
+        "srunet.default_strength": json.dumps(check_strength(default_strength)),
+    })
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return p

@@ -68,15 +68,17 @@ def test_protocol_end_to_end_writes_table_plots_and_crops(
     rows = doc["rows"]
     assert {(r["video"], r["crf"], r["candidate"]) for r in rows} >= {("all", 23, "bicubic"), ("all", 33, "tiny")}
     for r in rows:
-        assert all(r["pooled"][k] is not None for k in ("psnr_y", "ssim_rgb", "lpips", "vmaf", "flicker"))
+        assert all(r["pooled"][k] is not None for k in ("psnr_y", "ssim_rgb", "lpips", "vmaf", "flicker", "grid"))
         assert r["frames"] >= 4
     by = {(r["video"], r["crf"], r["candidate"]): r for r in rows}
+    assert by[("all", 23, "bicubic")]["pooled"]["grid"] == 0.0 < by[("all", 23, "tiny")]["pooled"]["grid"] < 1
     # a lower CRF spends more bits and gives bicubic a better picture
     assert by[("all", 23, "bicubic")]["bitrate_kbps"] > by[("all", 33, "bicubic")]["bitrate_kbps"]
     assert by[("all", 23, "bicubic")]["pooled"]["vmaf"] > by[("all", 33, "bicubic")]["pooled"]["vmaf"]
     assert doc["bd_rate"]["anchor"] == "bicubic" and "tiny" in doc["bd_rate"]["all"]
     md = (out / "results.md").read_text()
     assert "| all | 23 | bicubic |" in md and "Gaussian window 11x11 sigma 1.5" in md and "BD-rate" in md
+    assert "Grid ↓" in md and "grid" in (out / "results.csv").read_text().splitlines()[0].split(",")
     assert "| all | 23 | bicubic |" in stdout
     from PIL import Image
 
@@ -243,3 +245,114 @@ def test_image_folder_reference_and_per_video_weights(
     assert stills[0]["pooled"]["flicker"] is None and stills[0]["pooled"]["lpips"] > 0  # no temporal metric for stills
     assert {r["candidate"] for r in rows if r["video"] == "clip"} == {"bicubic", "per-video"}
     assert "per-video" in (out / "results.md").read_text()
+
+
+@pytest.mark.mpv
+def test_mpv_scalers_and_shaders_are_candidates_and_a_black_render_fails_only_its_own(
+    clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """mpv renders the same H.265 stream (real mpv, Xvfb, llvmpipe); a shader that paints every frame
+    black passes mpv (exit 0) but not the frame check: it fails alone, with one line, after retries."""
+    import shutil
+
+    for tool in ("mpv", "Xvfb"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found: install Debian mpv and xvfb (./install.sh --dev)")
+    black = tmp_path / "black.glsl"
+    black.write_text("//!HOOK MAIN\n//!BIND HOOKED\n//!DESC black\nvec4 hook() { return vec4(0.0, 0.0, 0.0, 1.0); }\n")
+    out = tmp_path / "res"
+    rc, _, _ = _run(["eval", "run", str(clips[0]), "--out", str(out), "--size", "256x144", "--frames", "3",
+                     "--no-default", "--no-vmaf", "--preset", "ultrafast", "--no-progress", "--mpv", "default,lanczos",
+                     "--mpv-shader", f"black={black}"], capsys)
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    rows = {r["candidate"]: r["pooled"] for r in doc["rows"]}
+    assert set(rows) == {"bicubic", "mpv-default", "mpv-lanczos"}
+    for name in ("mpv-default", "mpv-lanczos"):  # a real 2x rendering: close to bicubic, not equal to it
+        assert abs(rows[name]["psnr_y"] - rows["bicubic"]["psnr_y"]) < 3.0, name
+        assert 0.0 < rows[name]["grid"] < 0.5, name
+    assert rows["mpv-lanczos"]["psnr_y"] > rows["mpv-default"]["psnr_y"]  # bilinear is the softest
+    why = doc["unavailable"]["mpv-black"]
+    assert "failed 3 times" in why and "black or garbled" in why and "\n" not in why
+
+
+def test_mpv_candidate_bad_input_is_one_line(clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["eval", "run", str(clips[0]), "--out", str(tmp_path / "r"), "--size", "256x144", "--no-progress"]
+    for extra, msg in ((["--mpv", "nearest"], "expected one of default, lanczos, gpu-hq"),
+                       (["--mpv-shader", f"x={tmp_path / 'none.glsl'}"], "expected NAME=PATH")):
+        rc, _, err = _run(base + extra, capsys)
+        assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_mpv_frame_check_tells_renderings_from_black_sheared_and_missing_frames(photo_rgb_540p: np.ndarray) -> None:
+    from PIL import Image
+
+    from mpv_srunet.evaluation.mpv_scalers import _frames_problem
+    from mpv_srunet.metrics.grid import bicubic_to
+    from mpv_srunet.metrics.image import rgb_to_y
+
+    lr = photo_rgb_540p[300:372, 100:228]  # textured: a shift of its rows is visible
+    ref = [rgb_to_y(bicubic_to(lr, (256, 144)))]
+    lanczos = np.asarray(Image.fromarray(lr).resize((256, 144), Image.LANCZOS))
+    assert _frames_problem([lanczos], ref, (256, 144)) is None  # another scaler: a valid rendering
+    sheared = lanczos.copy()
+    sheared[100:] = np.roll(lanczos[100:], 37, axis=1)  # a torn band at the bottom
+    for bad, why in ((np.zeros_like(lanczos), "black or garbled"), (sheared, "sheared or torn"),
+                     (lanczos[:-2], "expected 256x144")):
+        assert why in _frames_problem([bad], ref, (256, 144))
+    assert "0 frames rendered, 1 expected" == _frames_problem([], ref, (256, 144))
+
+
+@pytest.mark.mpv
+def test_sigterm_during_an_mpv_render_ends_mpv_and_xvfb_and_writes_nothing(clips: list[Path], tmp_path: Path) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for tool in ("mpv", "Xvfb"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not found: install Debian mpv and xvfb (./install.sh --dev)")
+    tmp = tmp_path / "tmp"  # every process of this run has TMPDIR=tmp in its environment
+    tmp.mkdir()
+    mark = f"TMPDIR={tmp}".encode()
+
+    def children(parent: int) -> dict[int, str]:
+        """pid -> name of this run's live processes other than ``parent`` (zombies left out)."""
+        found = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if int(pid) == parent or mark not in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                    continue
+                stat = open(f"/proc/{pid}/stat").read()
+            except OSError:
+                continue
+            if stat.rsplit(") ", 1)[1][0] != "Z":
+                found[int(pid)] = stat[stat.index("(") + 1:stat.rindex(")")]
+        return found
+
+    out = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "mpv_srunet.cli", "eval", "run", str(clips[0]), "--out", str(out),
+                             "--size", "256x144", "--frames", "4", "--no-default", "--no-vmaf", "--preset", "ultrafast",
+                             "--no-progress", "--mpv", "gpu-hq,lanczos,default"],
+                            env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while "mpv" not in children(proc.pid).values():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no mpv child started in 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in err.decode()
+    deadline = time.monotonic() + 10  # Xvfb was sent SIGTERM and waited for; allow the kernel a moment
+    while children(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert children(proc.pid) == {} and not out.exists()

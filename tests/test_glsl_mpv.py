@@ -9,9 +9,7 @@ limit); the full F=64 model is a slow test.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +20,19 @@ import torch.nn.functional as F
 from mpv_srunet.glsl import GlslOptions, export_glsl
 from mpv_srunet.model import SRUNet, SRUNetCfg, reparameterize_model
 
-from conftest import SHARED_ANCHORS, load_photo_rgb, make_h265_clip
+from conftest import SHARED_ANCHORS, load_photo_rgb, make_h265_clip, mpv_gpu_render
 
 pytestmark = pytest.mark.mpv
 
 
 @pytest.fixture(scope="module")
 def mpv_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for mpv under Xvfb, with Mesa's shader cache in a temp dir."""
-    for tool in ("mpv", "xvfb-run"):
+    """Extra environment for mpv (each run gets its own Xvfb and HOME on top), with Mesa's shader cache in a temp dir."""
+    for tool in ("mpv", "Xvfb"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} not found: install Debian mpv and xvfb (./install.sh --dev)")
     cache = tmp_path_factory.mktemp("mesa_cache")
-    return dict(os.environ, MESA_SHADER_CACHE_DIR=str(cache), MESA_GLSL_CACHE_DIR=str(cache))
+    return {"MESA_SHADER_CACHE_DIR": str(cache), "MESA_GLSL_CACHE_DIR": str(cache)}
 
 
 def write_ffv1(path: Path, rgb: np.ndarray) -> Path:
@@ -55,29 +53,28 @@ def write_ffv1(path: Path, rgb: np.ndarray) -> Path:
 
 
 def render(
-    env: dict[str, str], shader: Path | None, video: Path, size: tuple[int, int], *extra: str, timeout: int = 600
+    env: dict[str, str], shader: Path | None, video: Path, size: tuple[int, int], *extra: str,
+    expect: np.ndarray, timeout: int = 600,
 ) -> np.ndarray:
     """Render ``video`` scaled to ``size`` (W, H) with the shader (None: none); the first frame as uint8 RGB.
 
-    ``--vf=gpu`` fails to start in about 1 run of 30 under Xvfb: retry once.
+    ``expect``: the picture the test expects (its CPU reference): a failed GPU render (EGL start
+    failure, black or sheared frame) is told from a rendering by it and retried (conftest).
     """
-    import av
-
     out = video.with_name(f"{video.stem}_{shader.stem if shader else 'plain'}_{size[0]}x{size[1]}.mkv")
-    cmd = [
-        "xvfb-run", "-a", "mpv", "--no-config", "--msg-level=all=warn", "--demuxer=lavf",
+    args = [
+        "--no-config", "--msg-level=all=warn", "--demuxer=lavf",
         f"--vf=gpu=w={size[0]}:h={size[1]}", *([f"--glsl-shaders={shader}"] if shader else []), "--dither-depth=no",
         f"--o={out}", "--ovc=ffv1", *extra, str(video),
     ]
-    for attempt in range(2):
-        out.unlink(missing_ok=True)
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        if r.returncode == 0 and out.exists() and out.stat().st_size > 0:
-            break
-    else:
-        pytest.fail(f"mpv failed twice (rc {r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
-    with av.open(str(out)) as c:
-        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+    return mpv_gpu_render(args, out, expect, env=env, timeout=timeout)
+
+
+def cpu_scaled(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic ``rgb`` at ``size`` (W, H): the cheap CPU reference of a plain mpv scale."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC)).astype(np.float64)
 
 
 def torch_reference(model: SRUNet, rgb: np.ndarray) -> np.ndarray:
@@ -138,8 +135,8 @@ def test_mpv_output_matches_torch(mpv_env, tmp_path, variant, size, n_filters, m
     model = fused(n_filters)
     shader = tmp_path / f"srunet_{variant}_f{n_filters}_b{max_binds}.glsl"
     shader.write_text(export_glsl(model, options=GlslOptions(max_binds=max_binds, variant=variant)).text)
-    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (2 * w, 2 * h))
     ref = torch_reference(model, rgb)
+    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (2 * w, 2 * h), expect=ref)
     # The net must matter here, or the test would only check the bicubic residual.
     assert np.abs(ref - bicubic_reference(rgb)).mean() > 2
     assert_close(out, ref, 2, f"{variant} F={n_filters} {w}x{h} (rgba16f)")
@@ -151,8 +148,9 @@ def test_mpv_rgba32f_is_within_one_level(mpv_env, tmp_path, variant):
     model = fused(8, seed=1)
     shader = tmp_path / f"srunet_{variant}_f8.glsl"
     shader.write_text(export_glsl(model, options=GlslOptions(variant=variant)).text)
-    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (140, 76), "--fbo-format=rgba32f")
-    assert_close(out, torch_reference(model, rgb), 1, "F=8 70x38 (rgba32f)")
+    ref = torch_reference(model, rgb)
+    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (140, 76), "--fbo-format=rgba32f", expect=ref)
+    assert_close(out, ref, 1, "F=8 70x38 (rgba32f)")
 
 
 @pytest.mark.parametrize("variant", ["fragment", "compute"])
@@ -161,12 +159,12 @@ def test_when_condition_disables_shader_at_1x(mpv_env, tmp_path, variant):
     shader = tmp_path / f"srunet_{variant}_f8.glsl"
     shader.write_text(export_glsl(fused(8), options=GlslOptions(variant=variant)).text)
     video = write_ffv1(tmp_path / "in.mkv", rgb)
-    out = render(mpv_env, shader, video, (64, 40))
+    out = render(mpv_env, shader, video, (64, 40), expect=rgb.astype(np.float64))
     assert_close(out, rgb.astype(np.float64), 1, "1x with the shader loaded")
     # 1.25x (below --min-scale 1.4): mpv's own scaler only, as without the shader (up to the
     # rgba16f copy of MAIN that mpv makes once a shader hooks it).
-    plain = render(mpv_env, None, video, (80, 50)).astype(np.float64)
-    assert_close(render(mpv_env, shader, video, (80, 50)), plain, 1, "1.25x")
+    plain = render(mpv_env, None, video, (80, 50), expect=cpu_scaled(rgb, (80, 50))).astype(np.float64)
+    assert_close(render(mpv_env, shader, video, (80, 50), expect=plain), plain, 1, "1.25x")
 
 
 _SCREENSHOT_LUA = """\
@@ -188,8 +186,6 @@ end)
 @pytest.mark.parametrize("vo", ["gpu", "gpu-next"], ids=["vo-gpu", "vo-gpu-next"])
 def test_playback_window_matches_torch(mpv_env, tmp_path, vo, variant):
     """Real playback (vo=gpu and vo=gpu-next): a window screenshot at exactly 2x."""
-    from PIL import Image
-
     rgb = load_photo_rgb(64, 40)
     model = fused(8, seed=2)
     shader = tmp_path / f"srunet_{variant}_f8.glsl"
@@ -197,20 +193,14 @@ def test_playback_window_matches_torch(mpv_env, tmp_path, vo, variant):
     video = write_ffv1(tmp_path / "in.mkv", rgb)
     lua, shot = tmp_path / "shot.lua", tmp_path / "shot.png"
     lua.write_text(_SCREENSHOT_LUA)
-    cmd = [
-        "xvfb-run", "-a", "-s", "-screen 0 640x480x24", "mpv", "--no-config", "--demuxer=lavf",
+    args = [
+        "--no-config", "--demuxer=lavf",
         f"--vo={vo}", "--gpu-sw", "--pause", "--geometry=128x80", "--no-border", "--osd-level=0",
         "--no-osc", f"--glsl-shaders={shader}", "--dither-depth=no", "--screenshot-format=png",
         f"--script={lua}", f"--script-opts=shot={shot}", str(video),
     ]
-    for attempt in range(2):
-        r = subprocess.run(cmd, env=mpv_env, capture_output=True, text=True, timeout=300)
-        if shot.exists():
-            break
-    else:
-        pytest.fail(f"{vo} screenshot failed twice (rc {r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
-    out = np.asarray(Image.open(shot).convert("RGB"))
     ref = torch_reference(model, rgb)
+    out = mpv_gpu_render(args, shot, ref, env=mpv_env, screen="640x480x24", timeout=300)
     assert np.abs(ref - bicubic_reference(rgb)).mean() > 2
     assert_close(out, ref, 2, f"vo={vo} {variant} F=8 64x40")
 
@@ -233,5 +223,6 @@ def test_full_size_model_matches_torch(mpv_env, tmp_path, variant):
     rgb = load_photo_rgb(64, 40)
     shader = tmp_path / f"srunet_full_{variant}.glsl"
     shader.write_text(export_glsl(model, info, GlslOptions(variant=variant)).text)
-    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (128, 80), timeout=1100)
-    assert_close(out, torch_reference(model, rgb), 2, f"{variant} F=64 ({path.name if info else 'random'}) 64x40")
+    ref = torch_reference(model, rgb)
+    out = render(mpv_env, shader, write_ffv1(tmp_path / "in.mkv", rgb), (128, 80), expect=ref, timeout=1100)
+    assert_close(out, ref, 2, f"{variant} F=64 ({path.name if info else 'random'}) 64x40")

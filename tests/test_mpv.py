@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_h265_clip
-from test_mpv_helpers import MPV, decode_yuv, match_indices, mpv_cmd, run_mpv, server_pids, srunet_env, wait_no_servers
+from test_mpv_helpers import MPV, control_dir_of, decode_yuv, match_indices, mpv_cmd, run_mpv, server_pids, srunet_env, wait_no_servers
 
 from mpv_srunet.mpv import script_dir
 
@@ -294,18 +294,6 @@ def test_lua_server_killed_then_mpv_killed_leave_nothing(tmp_path, tiny_weights)
             proc.wait(10)
 
 
-def _control_dir_of(server_pid: int) -> Path | None:
-    import tempfile
-
-    for d in Path(tempfile.gettempdir()).glob("mpv-srunet-*"):
-        try:
-            if (d / "server.pid").read_text() == str(server_pid):
-                return d
-        except OSError:
-            continue
-    return None
-
-
 @pytest.mark.slow
 def test_lua_kill_9_mpv_stops_the_server(tmp_path, clip, tiny_weights) -> None:
     log = tmp_path / "mpv.log"
@@ -319,7 +307,7 @@ def test_lua_kill_9_mpv_stops_the_server(tmp_path, clip, tiny_weights) -> None:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         (pid,) = server_pids(proc.pid)
-        control = _control_dir_of(pid)
+        control = control_dir_of(pid)
         assert control is not None and control.is_dir()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

@@ -54,16 +54,30 @@ def wait_no_servers(mpv_pid: int, timeout: float = 5.0) -> list[int]:
     return left
 
 
+def control_dir_of(server_pid: int) -> Path | None:
+    """The control directory of the frame server ``server_pid`` (other servers may have theirs beside it)."""
+    import tempfile
+
+    for d in Path(tempfile.gettempdir()).glob("mpv-srunet-*"):
+        try:
+            if (d / "server.pid").read_text() == str(server_pid):
+                return d
+        except OSError:
+            continue
+    return None
+
+
 def mpv_cmd(script_dir: Path, *args: str, opts: dict[str, str] | None = None) -> list[str]:
     o = {"python": sys.executable, **(opts or {})}
     script_opts = ",".join(f"srunet-{k}={v}" for k, v in o.items())
     return [MPV, "--no-config", "--msg-level=srunet=v", f"--script={script_dir}", f"--script-opts={script_opts}", *args]
 
 
-def run_mpv(cmd: list[str], timeout: float = 150) -> tuple[subprocess.CompletedProcess, list[int]]:
+def run_mpv(cmd: list[str], timeout: float = 150,
+            env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list[int]]:
     """Run mpv to completion (killed on timeout); returns the result and any server it left behind."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=srunet_env(), start_new_session=True)
+                            env=env or srunet_env(), start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

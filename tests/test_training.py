@@ -265,6 +265,7 @@ def test_gan_phase_bf16_with_l1_anchor_logs_every_term(tiny_data: Path, tmp_path
         assert float(r["loss"]) == pytest.approx(terms, rel=1e-5)
     val = list(csv.DictReader((tmp_path / "g" / "val.csv").open()))
     assert len(val) == 1 and 0 < float(val[0]["lpips_alex"]) < 1 and 0 < float(val[0]["bicubic_lpips_alex"]) < 1
+    assert 0 <= float(val[0]["grid"]) < 1  # the model's period-2 share, logged with every validation
     assert all(p.dtype == torch.float32 for p in t.gen.parameters())  # autocast leaves the weights fp32
 
 
@@ -407,3 +408,64 @@ def test_video_frames_are_read_as_the_player_reads_them(h265_small_clip: Path) -
     with av.open(str(h265_small_clip)) as c:
         player = [float_to_uint8(frame_to_float(f)) for f, _ in zip(c.decode(video=0), range(3))]
     assert len(ours) == 3 and all(np.array_equal(a, b) for a, b in zip(ours, player))
+
+
+def test_training_starts_from_fused_weights_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    """`--init` takes a deploy-form (fused) weights file such as the shipped one: the train-form
+    generator computes the same function and fuses back to the same kernels."""
+    from mpv_srunet.model import create_model, reparameterize_model
+    from mpv_srunet.training.loop import Trainer
+    from mpv_srunet.weights import save_weights
+
+    torch.manual_seed(5)
+    m = create_model("lite")
+    for blk in m.blocks():  # non-trivial adapters, so the split into conv1 + adapter + identity matters
+        torch.nn.init.normal_(blk.conv_adapter.weight, std=0.05)
+    fused = reparameterize_model(m.eval())
+    save_weights(tmp_path / "fused.safetensors", fused)
+    t = Trainer(_cfg(tiny_data, tmp_path / "run", init=str(tmp_path / "fused.safetensors")), progress=False)
+    assert not t.gen.deploy
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(t.gen.eval()(x), fused(x), atol=1e-5)
+    refused = reparameterize_model(t.gen).state_dict()
+    assert all(torch.allclose(refused[k], v, atol=1e-6) for k, v in fused.state_dict().items())
+
+
+def test_grid_view_jitter_cancels_the_discriminators_period2_gradient() -> None:
+    """Issue 15's diagnosis: the discriminator's stride-2 convs send the generator a gradient with
+    period-2 (checkerboard) energy locked to their 2-pixel grid, which an even-sized 2x output puts
+    on the same PixelShuffle phases every step. Seen through a random one-pixel offset per step
+    (``gan_view="jitter"``), the expected gradient over the four offsets has that energy cancelled:
+    below white noise's share, where the aligned view's is well above it."""
+    from PIL import Image
+
+    from mpv_srunet.metrics.grid import grid_share
+    from mpv_srunet.training.discriminator import Discriminator
+    from mpv_srunet.training.losses import adversarial_term, grid_view
+
+    im = Image.open(_photos(1)[0]).convert("RGB")
+    a = np.asarray(im.resize((im.width // 4, im.height // 4), Image.LANCZOS))
+    rng = np.random.default_rng(0)
+    n = 128
+    crops = [a[y : y + n, x : x + n] for y, x in zip(rng.integers(0, a.shape[0] - n, 8), rng.integers(0, a.shape[1] - n, 8))]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.manual_seed(0)
+    disc = Discriminator().eval()  # running BN statistics: the gradient does not depend on the batch
+
+    def grad(offset):
+        v = x.clone().requires_grad_(True)
+        adversarial_term(disc(v if offset is None else grid_view(v, offset))).backward()
+        return v.grad
+
+    def share(g: torch.Tensor) -> float:  # the metric on the gradient map itself (a zero input has a zero bicubic)
+        zeros = np.zeros((n // 2, n // 2, 3))
+        return float(np.mean([grid_share(gi.permute(1, 2, 0).double().numpy(), zeros) for gi in g]))
+
+    white = (2 * n - 1) / (n * n - 1)
+    aligned = share(grad(None))
+    jitter = share(sum(grad((dy, dx)) for dy in (0, 1) for dx in (0, 1)) / 4)
+    assert aligned > 2 * white, (aligned, white)
+    assert jitter < white and jitter < aligned / 5, (jitter, aligned)
+    assert grid_view(x, (1, 0)).shape[-2:] == (n - 1, n - 1)
+    assert torch.equal(grid_view(x, (1, 1))[..., 0, 0], x[..., 1, 1])

@@ -93,36 +93,6 @@ def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "no such video file" in capsys.readouterr().err
 
 
-def test_finetune_writes_a_small_sidecar_the_upscaler_loads(h265_small_clip: Path, tmp_path: Path, capsys) -> None:
-    from mpv_srunet import Upscaler
-    from mpv_srunet.weights import sidecar_weights_for
-
-    clip = tmp_path / h265_small_clip.name
-    shutil.copy(h265_small_clip, clip)
-    assert main(["finetune", str(clip), "--steps", "8", "--batch", "2", "--patch", "40", "--max-frames", "6",
-                 "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "MB (fp16)" in out and "vs base" in out
-    side = sidecar_weights_for(clip)
-    assert side is not None and side.stat().st_size <= 1_100_000
-    up = Upscaler(weights=side, backend="torch-cpu")
-    assert up.cfg.n_filters == 32 and up.weights_info.metadata["provenance"]["finetuned_on"] == clip.name
-    rgb = np.full((48, 80, 3), 100, np.uint8)
-    assert up.upscale(rgb).shape == (96, 160, 3)
-    up.close()
-
-
-@pytest.mark.slow
-def test_finetune_gains_on_its_clip(h265_540p_clip: Path, tmp_path: Path) -> None:
-    """Over-fitting a lite model to a real 540p clip beats its bicubic-exact start on that clip."""
-    from mpv_srunet.training.finetune import FinetuneOptions, finetune_video
-
-    rep = finetune_video(h265_540p_clip, tmp_path / "w.safetensors",
-                         FinetuneOptions(steps=120, batch=4, patch=64, max_frames=8, eval_frames=3, lr=1e-3), progress=False)
-    assert rep.size_bytes <= 1_100_000
-    assert rep.tuned[0] > rep.base[0] and rep.tuned[1] >= rep.base[1] - 1e-4
-
-
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path) -> None:
     """A real Ctrl-C (SIGINT) to a running `train run`: exit 130 and a checkpoint that resumes."""

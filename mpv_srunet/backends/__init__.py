@@ -42,6 +42,9 @@ class Backend(Protocol):
     # Optional, where a runtime can do the whole frame on its device (torch-cuda):
     # ``infer_yuv420(y, u, v, colour: Colour) -> (2H*3/2, 2W) uint8 yuv420p planes``;
     # Upscaler.upscale_yuv420 uses it when present (see mpv_srunet/gpu/frames.py).
+    # Optional, where a runtime can swap weights in place (torch-cpu, torch-cuda):
+    # ``load_weights(model) -> bool`` copies a same-config model's weights into the live
+    # runtime (True) or declines (False); Upscaler.set_strength builds a new backend then.
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class TorchCPUBackend:
     """Fused SR-UNet in eager PyTorch on the CPU."""
 
     def __init__(self, model: SRUNet, *, precision: str = "auto", threads: int | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool | str = False) -> None:
         if precision not in PRECISIONS:
             raise BackendError(f"torch-cpu: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "auto":
@@ -45,7 +45,16 @@ class TorchCPUBackend:
         self.name = f"torch-cpu ({precision})"
         m = model if model.deploy else reparameterize_model(model)
         self._model = copy.deepcopy(m).eval().float().to(memory_format=torch.channels_last)
-        if compile:
+        self._compiled = compile is True
+        self._run: Any = None  # a BackgroundCompiler with compile="background"
+        if compile == "background":
+            # eager frames while Inductor compiles each new frame size on a thread (weights not frozen,
+            # so load_weights still reaches it); the same code path as torch-cuda's compile option
+            from .compile import BackgroundCompiler
+
+            self._run = BackgroundCompiler(self._model, self._call, mode="default", name="torch-cpu")
+            self.name = f"torch-cpu ({precision}, compiling in the background)"
+        elif compile is True:
             # Inductor with frozen weights fuses ReLU into oneDNN convs and drops the concat copies:
             # ~1.4x faster here, but the first frame of each size pays a compile of a minute or more.
             import torch._inductor.config as inductor_config
@@ -56,11 +65,27 @@ class TorchCPUBackend:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            y = self._model(t)
+        y = self._run(t) if self._run is not None else self._call(self._model, t)
         return y.float().contiguous().numpy()
 
+    def _call(self, model: Any, t: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return model(t)
+
+    def load_weights(self, model: SRUNet) -> bool:
+        """Copy a same-config model's weights into the live module in place; False when compiled
+        (Inductor froze the old weights into its graph: the caller builds a new backend)."""
+        if self._compiled:
+            return False
+        sd = (model if model.deploy else reparameterize_model(model)).state_dict()
+        with torch.no_grad():
+            for k, v in self._model.state_dict().items():
+                v.copy_(sd[k])
+        return True
+
     def close(self) -> None:
+        if self._run is not None:
+            self._run.close()
         self._model = None  # type: ignore[assignment]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", help="weights file (default: the shipped weights)")
     w.add_argument("--preset", help="a randomly initialised model preset instead (speed does not depend on weights)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON (for CI artifacts)")
-    p.add_argument("-o", "--output", help="also write the JSON report to this file")
+    p.add_argument("--json", action="store_true",
+                   help="the report as JSON (for CI artifacts): on stdout, or only in the -o file when given")
+    p.add_argument("-o", "--output", help="write the JSON report to this file (with --json: nothing on stdout)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two saved reports and exit")
     p.set_defaults(func=run)
 
@@ -90,5 +92,9 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     if args.output:
         atomic_write_bytes(Path(args.output), text.encode())
-    print(text if args.json else format_table(report))
+        print(f"mpv-srunet: wrote {args.output}", file=sys.stderr)
+    if not args.json:
+        print(format_table(report))
+    elif not args.output:
+        print(text)
     return 0

@@ -47,6 +47,12 @@ def _register_run(evsub: argparse._SubParsersAction) -> None:
     r.add_argument("--weights", default="", help="extra SR-UNet weights to compare, comma separated")
     r.add_argument("--authors", default=None, help="the authors' 2x checkpoint (.pth), loaded strictly")
     r.add_argument("--no-default", action="store_true", help="leave out the shipped default weights")
+    r.add_argument("--mpv", default="", metavar="LIST",
+                   help="mpv's built-in scalers to compare, rendered by the real mpv from the same H.265 stream: "
+                   "comma list of default (mpv 0.35: bilinear), lanczos, gpu-hq (--profile=gpu-hq)")
+    r.add_argument("--mpv-shader", action="append", default=[], metavar="NAME=PATH",
+                   help="an mpv user shader to compare (e.g. FSRCNNX=FSRCNNX_x2_16-0-4-1.glsl), run by mpv on top of "
+                   "--profile=gpu-hq; repeat for more")
     r.add_argument("--no-per-video", action="store_true", help="ignore VIDEO.srunet.safetensors fine-tuned weights")
     r.add_argument("--no-vmaf", action="store_true", help="skip VMAF (its column is marked unavailable)")
     r.add_argument("--preset", default="medium", help="libx265 preset (default medium)")
@@ -97,7 +103,10 @@ def _crfs(text: str) -> list[int]:
 
 
 def _candidates(args: argparse.Namespace) -> list:
-    from ..evaluation.candidates import bicubic_candidate, unique_names, weights_candidate
+    from ..errors import UsageError
+    from ..evaluation.candidates import (bicubic_candidate, mpv_builtin_candidate, mpv_shader_candidate, unique_names,
+                                         weights_candidate)
+    from ..evaluation.mpv_scalers import check_tools
     from ..weights import default_weights_path
 
     scales = (2.0,) if args.experiment == "x2" else (2.0, 1.5)
@@ -113,7 +122,13 @@ def _candidates(args: argparse.Namespace) -> list:
                                        scales))
     for w in filter(None, (x.strip() for x in args.weights.split(","))):
         cands.append(weights_candidate(w, scales=scales))
-    return unique_names(cands)
+    mpv = [mpv_builtin_candidate(n) for n in filter(None, (x.strip() for x in args.mpv.split(",")))]
+    mpv += [mpv_shader_candidate(s) for s in args.mpv_shader]
+    if mpv:
+        if args.experiment != "x2":
+            raise UsageError("--mpv / --mpv-shader candidates run in the x2 experiment only")
+        check_tools()
+    return unique_names(cands + mpv)
 
 
 def _require(*modules: str) -> None:
@@ -136,6 +151,7 @@ def run_protocol_cmd(args: argparse.Namespace) -> int:
     from ..evaluation.media import load_reference, parse_size
     from ..evaluation.protocol import EvalConfig, run_protocol
     from ..evaluation.report import markdown, write_csv, write_json, atomic_write
+    from ..signals import Signalled, raise_on_exit_signals
     from ..weights import sidecar_weights_for
 
     _require("matplotlib", "pytorch_msssim", "PIL", "tqdm")
@@ -158,10 +174,14 @@ def run_protocol_cmd(args: argparse.Namespace) -> int:
                                                      (2.0,) if args.experiment == "x2" else (2.0, 1.5))]
     cfg = EvalConfig(crfs=crfs, size=size, max_frames=args.frames or None, preset=args.preset, jobs=args.jobs,
                      experiment=args.experiment,
-                     use_vmaf=not args.no_vmaf, progress=not args.no_progress and sys.stderr.isatty())
+                     use_vmaf=not args.no_vmaf, progress=not args.no_progress)
     ups = Upscalers(args.backend)
-    try:
-        res = run_protocol(refs, cands, cfg, ups, extra)
+    try:  # SIGTERM/SIGHUP/SIGINT: mpv and Xvfb children end, nothing is written, exit 143/129/130
+        with raise_on_exit_signals():
+            res = run_protocol(refs, cands, cfg, ups, extra)
+    except Signalled as e:
+        print(f"mpv-srunet: interrupted by {e}; nothing written", file=sys.stderr)
+        return e.exit_code
     finally:
         ups.close()
     res.candidates += [c for cs in extra.values() for c in cs]

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="output .glsl (e.g. ~/.config/mpv/shaders/srunet.glsl)")
     p.add_argument("--weights", help="weights file (default: the shipped weights)")
+    p.add_argument("--strength", type=float, default=None, help="detail strength 0 (fidelity) .. 1 (perceptual) for weights with both endpoints (default: the weights' own, 0.9 for the shipped ones)")
     p.add_argument(
         "--min-scale", type=float, default=1.4,
         help="run only when mpv upscales by more than this factor on both axes (default 1.4)",
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         thrash_warning,
         write_text_atomic,
     )
-    from ..weights import load_model
+    from ..weights import check_strength, load_model
 
     out = Path(args.output).expanduser()
     if out.is_dir():
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-scale {args.min_scale}: expected a factor between 1.0 and 4.0 (default 1.4)")
     if not 2 <= args.max_binds <= MAX_BINDS:
         raise UsageError(f"--max-binds {args.max_binds}: expected 2..{MAX_BINDS} (mpv fails silently above {MAX_BINDS})")
-    model, info = load_model(args.weights, deploy=True)
+    if args.strength is not None:
+        check_strength(args.strength)
+    model, info = load_model(args.weights, deploy=True, strength=args.strength)
     shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale, variant=args.variant))
     write_text_atomic(out, shader.text)
     print(f"{out}: {shader_summary(shader)}")

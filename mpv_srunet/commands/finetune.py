@@ -1,9 +1,12 @@
-"""`mpv-srunet finetune VIDEO`: over-fit a small model to one clip (the paper's per-video mode).
+"""`mpv-srunet finetune VIDEO`: fit the shipped weights to one clip (the paper's per-video mode).
 
-    mpv-srunet finetune clip.mkv --crf 23            # writes clip.mkv.srunet.safetensors
-    mpv-srunet finetune clip.mkv --steps 1000 --base my_lite.safetensors
+    mpv-srunet finetune clip.mkv --crf 23            # writes clip.mkv.srunet.safetensors, if it pays
+    mpv-srunet finetune clip.mkv --steps 600 --base my.safetensors
 
-The player loads ``VIDEO.srunet.safetensors`` automatically when it sits next to the video.
+The sidecar is written only when, on the clip's own frames, it beats the weights it
+started from by >= 10 % LPIPS-alex with no PSNR-Y loss; otherwise nothing is written,
+one line says why and the exit status is 3. The player loads
+``VIDEO.srunet.safetensors`` automatically when it sits next to the video.
 """
 
 from __future__ import annotations
@@ -21,12 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("video", type=Path, help="the clip (ground truth); its input is its own x2-downscaled H.265 encode")
     p.add_argument("-o", "--output", type=Path, default=None, help="weights file (default: VIDEO.srunet.safetensors)")
     p.add_argument("--crf", type=int, default=d.crf, help=f"CRF the clip is streamed at (default {d.crf})")
-    p.add_argument("--preset", default=d.preset, help=f"model preset (default {d.preset}; must fit 1.1 MB in fp16)")
-    p.add_argument("--base", default=None, help="weights to start from (default: exact bicubic start)")
+    p.add_argument("--base", default=None, help="weights to start from (default: the shipped weights)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="detail strength of a two-endpoint base to start from (default: its own, 0.9 for the shipped weights)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help=f"input patch side (default {d.patch})")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")
+    p.add_argument("--l1", type=float, default=d.l1, help=f"weight of L1 next to LPIPS(VGG) + (1-SSIM) (default {d.l1:g}; higher holds PSNR)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help=f"steps between measurements; the best passing checkpoint is written (default {d.eval_every})")
+    p.add_argument("--min-gain", type=float, default=d.min_gain,
+                   help=f"required LPIPS-alex improvement over the base, with no PSNR-Y loss (default {d.min_gain:g} = 10 %%)")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help=f"frames of the clip used (default {d.max_frames})")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--no-progress", action="store_true")
@@ -34,15 +43,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..training.finetune import FinetuneOptions, finetune_video
+    import sys
 
-    if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8 or not 0 <= args.crf <= 51:
-        raise UsageError("--steps/--batch must be > 0, --patch a positive multiple of 8 and --crf in 0..51")
-    opts = FinetuneOptions(crf=args.crf, preset=args.preset, base=args.base, steps=args.steps, batch=args.batch,
-                           patch=args.patch, lr=args.lr, max_frames=args.max_frames, threads=args.threads)
-    rep = finetune_video(args.video, args.output, opts, progress=not args.no_progress)
-    (bp, bs), (p0, s0), (p1, s1) = rep.bicubic, rep.base, rep.tuned
-    print(f"{rep.out}: {rep.size_bytes / 1e6:.3f} MB (fp16), {rep.steps} steps in {rep.seconds:.0f} s ({rep.steps_per_s:.2f} steps/s), {rep.frames} frames at CRF {args.crf}")
-    print(f"  PSNR-Y {p1:.3f} dB (base {p0:.3f}, H.265+bicubic {bp:.3f}): {p1 - p0:+.3f} dB vs base; SSIM-Y {s1:.4f} (base {s0:.4f}, bicubic {bs:.4f})")
+    from ..errors import UsageError
+    from ..training.finetune import FinetuneOptions, NoGain, finetune_video
+    from ..weights import check_strength
+
+    if args.steps < 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8 or not 0 <= args.crf <= 51:
+        raise UsageError("--steps must be >= 0, --batch > 0, --patch a positive multiple of 8 and --crf in 0..51")
+    if args.eval_every <= 0 or not 0 <= args.min_gain < 1 or args.l1 < 0:
+        raise UsageError("--eval-every must be > 0, --min-gain in 0..1 (0.1 = 10 %) and --l1 >= 0")
+    if args.strength is not None:
+        check_strength(args.strength)
+    opts = FinetuneOptions(crf=args.crf, base=args.base, strength=args.strength, steps=args.steps, batch=args.batch,
+                           patch=args.patch, lr=args.lr, max_frames=args.max_frames, threads=args.threads,
+                           eval_every=args.eval_every, min_gain=args.min_gain, l1=args.l1)
+    try:
+        rep = finetune_video(args.video, args.output, opts, progress=not args.no_progress)
+    except NoGain as e:
+        print(str(e), file=sys.stderr)
+        return NO_GAIN_EXIT
+    (bp, bs, bl), (p0, s0, l0), (p1, s1, l1) = rep.bicubic, rep.base, rep.tuned
+    print(f"{rep.out}: {rep.size_bytes / 1e6:.3f} MB (fp16), step {rep.best_step} of {rep.steps} ({rep.seconds:.0f} s, "
+          f"{rep.steps_per_s:.2f} steps/s), {rep.frames} frames at CRF {args.crf}")
+    print(f"  LPIPS-alex {l1:.4f} (base {l0:.4f}, H.265+bicubic {bl:.4f}): {100 * rep.lpips_gain:.1f} % lower; "
+          f"PSNR-Y {p1:.3f} dB (base {p0:.3f}, bicubic {bp:.3f}); SSIM-Y {s1:.4f} (base {s0:.4f}, bicubic {bs:.4f})")
     return 0
+
+
+#: exit status when fine-tuning did not pay and no sidecar was written
+NO_GAIN_EXIT = 3

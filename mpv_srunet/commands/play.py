@@ -10,11 +10,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "play",
         help="play videos/URLs with SR-UNet in libmpv (your mpv config, OSC and keys)",
         description="Like mpv, but every frame goes through SR-UNet in this process. Keys: Alt+u toggle SR, "
-        "Alt+c split-screen compare, Alt+i stats (rebind with 'KEY script-message srunet toggle|compare|stats').",
+        "Alt+c split-screen compare, Alt+i stats, Alt+= / Alt+- detail strength +-0.1 (rebind with "
+        "'KEY script-message srunet toggle|compare|stats|strength-up|strength-down').",
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_URL", help="files or http(s) URLs (a playlist)")
     p.add_argument("--weights", help="weights file (default: sidecar VIDEO.srunet.safetensors, else shipped)")
     p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt")
+    p.add_argument("--model", choices=["auto", "default", "lite"], default="auto",
+                   help="model preset when no --weights: auto (default) = the best one that keeps real time for "
+                   "the video by `mpv-srunet doctor`'s measurements, else default")
+    p.add_argument("--strength", type=float, default=None,
+                   help="detail strength 0 (fidelity) .. 1 (perceptual); Alt+= / Alt+- step it live "
+                   "(default: the script's srunet-strength option, else the weights' own)")
     p.add_argument("--policy", choices=["auto", "wait"], default="auto",
                    help="filter slower than the video: auto = play the original, wait = play at the filter's pace")
     p.add_argument("--no-sidecar", action="store_true", help="ignore VIDEO.srunet.safetensors files")
@@ -41,22 +48,22 @@ def _mpv_options(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..mpv.player import PlayOptions, SRUNetPlayer
+    from ..mpv.player import PlayOptions, play_until_done
+
+    from ..weights import check_strength
 
     if args.max_height < 0:
         raise UsageError(f"--max-height {args.max_height}: expected 0 or more")
+    if args.strength is not None:
+        check_strength(args.strength)
     opts = PlayOptions(
         weights=args.weights, backend=args.backend, sidecar=not args.no_sidecar, policy=args.policy,
         max_height=args.max_height, compare=args.compare, enabled=not args.off,
-        mpv_options=_mpv_options(args.mpv_opt), config=not args.no_config,
+        mpv_options=_mpv_options(args.mpv_opt), config=not args.no_config, strength=args.strength,
+        model=args.model,
     )
     try:
         import mpv  # noqa: F401  (libmpv must load before anything else)
     except (ImportError, OSError) as e:
         raise UsageError(f"python-mpv/libmpv not usable ({e}); install libmpv (Debian: apt install libmpv2 or libmpv-dev)") from None
-    player = SRUNetPlayer(opts)
-    try:
-        player.play(list(args.inputs))
-    finally:
-        player.close()
-    return 0
+    return play_until_done(opts, list(args.inputs))

@@ -48,6 +48,8 @@ _HELP = {
     "lpips_net": "LPIPS backbone of the GAN loss: vgg (paper) or alex",
     "adv_weight": "weight of the adversarial BCE term (paper: 1e-3)",
     "gan_l1": "weight of an L1 fidelity anchor added to the GAN loss (paper: 0)",
+    "gan_view": "how LPIPS-VGG and the discriminator see the output: jitter (a random 1-pixel offset of their "
+                "2-pixel pooling/stride grid each step; avoids period-2 texture) or aligned (the paper's)",
     "ckpt_every": "checkpoint every N steps",
     "ckpt_minutes": "... and at least every M minutes",
     "val_every": "validate every N steps (0: only at the end)",

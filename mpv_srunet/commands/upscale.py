@@ -13,12 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "upscale",
         help="upscale a video/stream/image file (2x, H.265 artifacts removed)",
         description="Every video frame goes through SR-UNet; audio and subtitles are copied, timestamps kept. "
-        "OUTPUT type follows its name: .mkv/.mp4 (video), .y4m, name%%04d.png (image sequence), .png/.jpg (one image).",
+        "OUTPUT type follows its name: .mkv/.mp4 (video), .y4m, name%04d.png or name%04d.jpg (image sequence; "
+        "its folder is created), .png/.jpg (one image). Progress: a bar on a terminal, else a line every 10 %.",
     )
     p.add_argument("input", help="video or image file, or http(s) URL (anything FFmpeg opens)")
     p.add_argument("output", help="output file (written to a temp file and renamed on success)")
     p.add_argument("--weights", help="weights file (.safetensors, or an authors' .pth); default: shipped weights")
     p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt (default: auto)")
+    p.add_argument("--model", choices=["auto", "default", "lite"], default="auto",
+                   help="model preset when no --weights (default auto: files need no real time, so the best "
+                   "quality, `default`); lite needs trained lite weights")
+    p.add_argument("--strength", type=float, default=None, help="detail strength 0 (fidelity) .. 1 (perceptual) for weights with both endpoints (default: the weights' own, 0.9 for the shipped ones)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="torch-cpu precision (default auto: bf16 where the CPU has native bf16)")
     p.add_argument("--compile", action="store_true",
@@ -29,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pix-fmt", default=None, help="output pixel format (default: yuv420p, or yuv420p10le for >8-bit input)")
     p.add_argument("--batch", type=int, default=1, help="frames per model call (default 1)")
     p.add_argument("--overwrite", "-y", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.set_defaults(func=run)
 
 
@@ -37,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import UsageError
-    from ..filter import Upscaler
-    from ..video import UpscaleOptions, check_paths, upscale_file
+    from ..signals import Signalled, raise_on_exit_signals
+    from ..video import check_paths
+    from ..weights import check_strength
 
+    if args.strength is not None:
+        check_strength(args.strength)
     check_paths(args.input, args.output)
     if "%" not in args.output and Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
@@ -48,13 +56,32 @@ def run(args: argparse.Namespace) -> int:
     backend_opts: dict = {"precision": args.precision} if args.precision else {}
     if args.compile:
         backend_opts["compile"] = True
+    try:  # SIGTERM/SIGHUP/SIGINT: the temporary output is removed, exit 143/129/130
+        with raise_on_exit_signals():
+            return _upscale(args, backend_opts)
+    except Signalled as e:
+        print(f"mpv-srunet: interrupted by {e}; nothing written", file=sys.stderr)
+        return e.exit_code
+
+
+def _upscale(args: argparse.Namespace, backend_opts: dict) -> int:
+    from ..filter import Upscaler
+    from ..video import UpscaleOptions, upscale_file
+
     opts = UpscaleOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                          batch_size=max(1, args.batch), progress=not args.no_progress and sys.stderr.isatty())
-    with Upscaler(args.weights, backend=args.backend, batch_size=opts.batch_size, **backend_opts) as up:
+                          batch_size=max(1, args.batch), progress=not args.no_progress)
+    weights = args.weights
+    if weights is None and args.model == "lite":
+        from ..weights import preset_weights_path
+
+        weights = str(preset_weights_path(args.model))
+    with Upscaler(weights, backend=args.backend, batch_size=opts.batch_size, strength=args.strength,
+                  **backend_opts) as up:
         rep = upscale_file(args.input, args.output, up, opts)
         fps = rep.frames / rep.seconds if rep.seconds else 0.0
         bad = max(rep.bad_packets, rep.lost_frames)
-        extra = f"; input damaged: {bad} packet(s) skipped, {rep.lost_frames} frame(s) lost" if bad else ""
+        extra = f"; input damaged: {bad} packet(s) skipped, {rep.lost_frames} frame(s) lost, " \
+                f"{rep.damaged_frames} frame(s) decoded with errors" if bad or rep.damaged_frames else ""
         copied = f", copied {', '.join(rep.copied_streams)}" if rep.copied_streams else ""
         print(f"{args.output}: {rep.frames} frames {rep.in_size[0]}x{rep.in_size[1]} -> {rep.out_size[0]}x{rep.out_size[1]} "
               f"with {up.backend_name} in {rep.seconds:.1f} s ({fps:.2f} fps){copied}{extra}")

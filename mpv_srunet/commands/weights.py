@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("info", help="show a weights file's config, form, parameters and metadata")
     q.add_argument("weights", nargs="?", help="weights file (default: the shipped weights)")
+    q.add_argument("--json", action="store_true", help="print everything as one JSON object (for machines)")
     q.set_defaults(func=run_info)
 
 
@@ -33,19 +36,54 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_info(args: argparse.Namespace) -> int:
-    import json
+def _scalar(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
 
+
+def _table(rows: list[dict[str, Any]], indent: str) -> list[str]:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [cols] + [[_scalar(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def format_metadata(key: str, value: Any, indent: str = "") -> list[str]:
+    """``key: value`` lines for people: nested mappings indented, lists of scalars comma-joined,
+    lists of mappings as a small table (``info`` shows provenance and metrics this way)."""
+    if isinstance(value, dict) and value:
+        return [f"{indent}{key}:"] + [ln for k, v in value.items() for ln in format_metadata(str(k), v, indent + "  ")]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [f"{indent}{key}:"] + _table(value, indent + "  ")
+    if isinstance(value, list):
+        return [f"{indent}{key}: {', '.join(_scalar(v) for v in value)}"]
+    return [f"{indent}{key}: {_scalar(value)}"]
+
+
+def run_info(args: argparse.Namespace) -> int:
     from ..model import count_parameters, macs_per_pixel
     from ..weights import load_model
 
     model, info = load_model(args.weights, deploy=True)
+    report = {
+        "file": str(info.path), "sha256": info.sha256, "form": info.form, "strength": info.strength, "config": info.cfg.to_dict(),
+        "parameters": count_parameters(model), "gflop_per_960x544": round(2 * macs_per_pixel(info.cfg) * 960 * 544 / 1e9, 1),
+        "metadata": {k: v for k, v in sorted(info.metadata.items()) if not k.startswith("srunet.")},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    cfg = " ".join(f"{k}={v}" for k, v in report["config"].items())
     print(f"file:       {info.path}")
     print(f"sha256:     {info.sha256}")
-    print(f"stored as:  {info.form} form; config {json.dumps(info.cfg.to_dict())}")
-    print(f"parameters: {count_parameters(model):,} (fused)")
-    print(f"cost:       {2 * macs_per_pixel(info.cfg) * 960 * 544 / 1e9:.1f} GFLOP per 960x544 frame")
-    for k, v in sorted(info.metadata.items()):
-        if not k.startswith("srunet."):
-            print(f"{k}: {json.dumps(v) if not isinstance(v, str) else v}")
+    print(f"stored as:  {info.form} form; config {cfg}")
+    if info.strength is not None:
+        print(f"strength:   {info.strength:g} (fidelity and perceptual endpoints; --strength 0..1 blends them)")
+    print(f"parameters: {report['parameters']:,} (fused)")
+    print(f"cost:       {report['gflop_per_960x544']:.1f} GFLOP per 960x544 frame")
+    for k, v in report["metadata"].items():
+        print("\n".join(format_metadata(k, v)))
     return 0

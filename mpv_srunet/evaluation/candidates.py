@@ -1,8 +1,9 @@
-"""The upscalers being compared: bicubic and SR-UNet weights files.
+"""The upscalers being compared: bicubic, SR-UNet weights files and mpv's own scalers.
 
 Bicubic is torch's ``interpolate(mode="bicubic", align_corners=False)``, the very
 base SR-UNet adds its residual to, so "SR-UNet minus bicubic" isolates what the
-network contributes.
+network contributes. mpv candidates (built-in scalers, user shaders) are rendered by the
+real mpv from the encoded stream, a whole stream at a time (:mod:`.mpv_scalers`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError, WeightsError
+from ..metrics.grid import bicubic_to  # SR-UNet's own bicubic residual base
 
 log = logging.getLogger(__name__)
 
 BICUBIC = "bicubic"
 NATIVE = "native"
+MPV = "mpv"
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class Candidate:
     name: str  # label in tables, plots and crops
     weights: Path | None  # None: bicubic or native
     note: str = ""  # provenance shown in the report
-    kind: str = "srunet"  # "bicubic", "srunet" or "native" (the full-size stream, not upscaled)
+    kind: str = "srunet"  # "bicubic", "srunet", "mpv" or "native" (the full-size stream, not upscaled)
+    mpv_args: tuple[str, ...] = ()  # kind "mpv": the mpv options that pick the scaler
 
     @property
     def is_bicubic(self) -> bool:
@@ -43,6 +47,22 @@ def bicubic_candidate() -> Candidate:
 def native_candidate(height: int) -> Candidate:
     return Candidate(f"native-{height}p", None, f"the {height}p reference itself encoded at the same CRF (no upscaling)",
                      NATIVE)
+
+
+def mpv_builtin_candidate(name: str) -> Candidate:
+    """mpv's built-in scaling as configured by ``name`` (a key of ``mpv_scalers.BUILTIN``)."""
+    from .mpv_scalers import builtin_args
+
+    args = builtin_args(name)
+    return Candidate(f"mpv-{name}", None, f"mpv {' '.join(args) or '(defaults: bilinear)'}", MPV, args)
+
+
+def mpv_shader_candidate(spec: str) -> Candidate:
+    """A user shader for mpv from ``NAME=PATH`` (run on top of ``--profile=gpu-hq``)."""
+    from .mpv_scalers import shader_args
+
+    name, args, path = shader_args(spec)
+    return Candidate(f"mpv-{name}", None, f"mpv {' '.join(args[:-1])} + shader {path.name}", MPV, args)
 
 
 def weights_candidate(path: str | Path, name: str | None = None, note: str = "",
@@ -96,17 +116,6 @@ class Upscalers:
 def bicubic_x2(rgb: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 -> uint8 2Hx2Wx3 with the same bicubic as SR-UNet's residual base."""
     return bicubic_to(rgb, (rgb.shape[1] * 2, rgb.shape[0] * 2))
-
-
-def bicubic_to(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 HxWx3 -> uint8 at ``size`` (W, H) with the bicubic SR-UNet's residual base uses."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    with torch.no_grad():
-        y = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False).clamp_(-1, 1)
-    return ((y[0].permute(1, 2, 0) + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def upscale_one(cand: Candidate, rgb: np.ndarray, ups: Upscalers, size: tuple[int, int] | None = None) -> np.ndarray:

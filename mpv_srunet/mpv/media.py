@@ -33,19 +33,37 @@ class UpscalerKey:
 class UpscalerPool:
     """One Upscaler per (weights, backend): reloading a model per file would cost seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, strength: float | None = None) -> None:
         self._pool: dict[UpscalerKey, Any] = {}
         self._lock = threading.Lock()
         self.infer_lock = threading.Lock()
+        #: detail strength for weights with two endpoints (None: each file's default)
+        self.strength = strength
 
     def get(self, weights: str | None, backend: str) -> Any:
         from ..filter import Upscaler
+        from ..weights import has_endpoints
 
         key = UpscalerKey(str(Path(weights).resolve()) if weights else "", backend)
         with self._lock:
             if key not in self._pool:
-                self._pool[key] = Upscaler(weights or None, backend=backend)
+                # one-endpoint files (sidecars, the user's own) ignore the strength
+                strength = self.strength if self.strength is not None and has_endpoints(weights or None) else None
+                self._pool[key] = Upscaler(weights or None, backend=backend, strength=strength)
             return self._pool[key]
+
+    def set_strength(self, strength: float) -> int:
+        """Re-blend every pooled upscaler with two endpoints at ``strength``, between frames;
+        returns how many changed (0: the weights in use have a single endpoint)."""
+        from ..weights import check_strength
+
+        s = check_strength(strength)
+        with self._lock:
+            self.strength = s
+            ups = [u for u in self._pool.values() if u.strength is not None]
+        for up in ups:
+            up.set_strength(s)
+        return len(ups)
 
 
 def choose_weights(source: str, weights: str | None, use_sidecar: bool) -> str | None:
@@ -78,12 +96,18 @@ class Media:
         self.colour = colour or frame_colour(self.probe_frame)
         ow = int(round(info.width * upscaler.scale)) & ~1
         oh = int(round(info.height * upscaler.scale)) & ~1
-        self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.full)
+        self.layout = Y4MLayout(ow, oh, info.fps, info.frames, full_range=self.colour.full, sar=info.sar)
         self.stats = RenderStats()
         self._infer_lock = infer_lock
         self._stores: dict[str, tuple[FrameStore, FrameSource]] = {}
         self._lock = threading.Lock()
+        self._closed_stores: list[FrameStore] = []  # joined by close(wait=...)
         self.generation: dict[str, int] = {v: 0 for v in VARIANTS}
+        #: why the source could not be read (cut/stalled connection, a seek that cannot land): the
+        #: script then plays the original at the current position
+        self.source_error: str | None = None
+        self.tracks: Any = None  # streams.ResolvedSource of an EDL source (its temporary files go at close)
+        self.speed_source = "probe"  # where open_media's ms_per_frame came from: "doctor" (its cache) or "probe"
 
     def store(self, variant: str) -> FrameStore:
         if variant not in VARIANTS:
@@ -95,12 +119,19 @@ class Media:
                 self._stores[variant] = (FrameStore(r.render, self.info.frames, on_close=src.close), src)
             return self._stores[variant][0]
 
-    def close(self) -> None:
-        """Stop rendering; each decoder closes on its render thread once the current frame is done."""
+    def close(self, wait: float = 0.0) -> bool:
+        """Stop rendering; each decoder closes on its render thread once the current frame is done.
+        ``wait``: seconds to wait for those threads to finish; False if one is still rendering."""
         with self._lock:
             for store, _src in self._stores.values():
                 store.close()
+                self._closed_stores.append(store)
             self._stores.clear()
+            if self.tracks is not None:
+                self.tracks.close()
+            stores = list(self._closed_stores)
+        deadline = time.monotonic() + wait
+        return all([store.join(max(0.0, deadline - time.monotonic())) for store in stores])
 
     def chunks(self, variant: str, offset: int, end: int | None, cancelled: Any) -> Iterator[memoryview]:
         """The bytes [offset, end) of the variant's y4m file, frame by frame."""
@@ -118,6 +149,9 @@ class Media:
                 rec = store.get(k, cancelled)
             except EndOfStream:
                 return
+            except SRUNetError as e:
+                self.source_error = str(e)
+                raise
             stop = len(rec) if end is None else min(len(rec), intra + end - pos)
             yield memoryview(rec)[intra:stop]
             pos += stop - intra
@@ -134,13 +168,19 @@ class Media:
             "colorlevels": "full" if lay.full_range else "limited",
             "backend": up.backend_name, "model": wi.name if wi else "?",
             "weights": str(wi.path) if wi else "", "frame_bytes": lay.record_bytes,
+            "strength": getattr(up, "strength", None),
             "has_audio": info.has_audio, "has_subs": info.has_subs,
+            "speed_source": self.speed_source,
+            # an EDL's other tracks (mpv URLs): played beside the upscaled video instead of the source
+            "audio_files": self.tracks.audio if self.tracks else None,
+            "sub_files": self.tracks.subs if self.tracks else None,
         }
 
     def stats_dict(self) -> dict[str, Any]:
         s = self.stats
         return {"media": self.id, "frames": s.frames, "model_ms": round(s.model_ms, 2),
                 "total_ms": round(s.total_ms, 2), "error": s.error, "fallback": s.fallback,
+                "source_error": self.source_error,
                 "idle_s": round(time.monotonic() - s.updated, 2)}
 
 
@@ -168,15 +208,56 @@ def measure_ms_per_frame(upscaler: Any, info: SourceInfo, infer_lock: threading.
     return dt * 1000.0
 
 
+def _dash_manifest(source: str, workdir: str | None) -> Any:
+    """A DASH manifest URL: PyAV's FFmpeg has no DASH demuxer, so yt-dlp's MPD parser lists the
+    video's fragments (played from a generated playlist); mpv plays the manifest's audio itself."""
+    from urllib.parse import urlsplit
+
+    from ..streams import resolve_page
+
+    if not (source.startswith(("http://", "https://")) and urlsplit(source).path.lower().endswith(".mpd")):
+        return None
+    tracks = resolve_page(source, workdir=workdir)
+    tracks.audio = [source]
+    return tracks
+
+
 def open_media(media_id: str, source: str, pool: UpscalerPool, *, weights: str | None = None,
-               backend: str = "auto", use_sidecar: bool = True) -> tuple[Media, float]:
-    """Probe, load the upscaler (cached) and warm it up: the registration step. SRUNetError on bad input."""
+               backend: str = "auto", use_sidecar: bool = True, workdir: str | None = None,
+               model: str = "default") -> tuple[Media, float]:
+    """Probe, load the upscaler (cached) and warm it up: the registration step. SRUNetError on bad input.
+
+    An ``edl://`` source (mpv's ytdl_hook: separate video and audio) upscales its video track;
+    :meth:`Media.describe` lists the other tracks for mpv to play beside it; the playlists made for
+    it go under ``workdir`` (the frame server's control folder, removed when the server exits)."""
+    from ..streams import EDL_PREFIX, resolve_edl
+
     if not is_url(source) and not os.path.isfile(source):
         raise SRUNetError(f"{source}: no such file; expected a video file or URL")
-    info = probe(source)
-    up = pool.get(choose_weights(source, weights, use_sidecar), backend)
-    media = Media(media_id, info, up, pool.infer_lock)
-    ms = measure_ms_per_frame(up, info, pool.infer_lock, frame=media.probe_frame, colour=media.colour)
+    tracks = resolve_edl(source, workdir) if source.startswith(EDL_PREFIX) else _dash_manifest(source, workdir)
+    try:
+        info = probe(tracks.video.url, tracks.video.options) if tracks else probe(source)
+        chosen = choose_weights(source, weights, use_sidecar)
+        if chosen is None and model != "default":  # a model preset (doctor.pick_model: `auto` by its cache)
+            from ..doctor import pick_model
+            from ..weights import preset_weights_path
+
+            preset, why = pick_model(model, backend, info.width, info.height, float(info.fps))
+            log.info("model preset %s (%s)", preset, why)
+            chosen = str(preset_weights_path(preset))
+        up = pool.get(chosen, backend)
+        media = Media(media_id, info, up, pool.infer_lock)
+    except BaseException:
+        if tracks:
+            tracks.close()
+        raise
+    media.tracks = tracks
+    from ..doctor import cached_ms
+
+    ms = cached_ms(up, info.width, info.height)  # `mpv-srunet doctor` measured this machine: no probe needed
+    media.speed_source = "doctor" if ms is not None else "probe"
+    if ms is None:
+        ms = measure_ms_per_frame(up, info, pool.infer_lock, frame=media.probe_frame, colour=media.colour)
     log.info("registered %s: %dx%d @ %.3f fps, %s frames, %.1f ms/frame on %s",
              source, info.width, info.height, float(info.fps), info.frames, ms, up.backend_name)
     return media, ms

@@ -6,8 +6,11 @@ The Lua script starts one server per mpv process and talks to it through a
 private control directory (mode 0700, created here and announced in the
 ``--ready-file``):
 
-* the script writes ``req-N.json`` (``{"op": "register", "source": ...}`` or
-  ``{"op": "close", "media": ...}``); the server answers in ``resp-N.json``;
+* the script writes ``req-N.json`` (``{"op": "register", "source": ...}``,
+  ``{"op": "close", "media": ...}`` or ``{"op": "strength", "value": 0.7}``); the
+  server answers in ``resp-N.json``. ``strength`` re-blends the detail-strength
+  endpoints of the weights in use and swaps them between two frames (no reload);
+  frames rendered after the swap show it;
 * the server keeps ``stats-<media>.json`` up to date for the OSD and the
   real-time policy.
 
@@ -72,11 +75,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 class FrameServer:
     """Registry of media + HTTP server + control-directory loop."""
 
-    def __init__(self, control_dir: Path, *, backend: str = "auto", weights: str | None = None) -> None:
+    def __init__(self, control_dir: Path, *, backend: str = "auto", weights: str | None = None,
+                 strength: float | None = None) -> None:
         self.control_dir = control_dir
         self.backend, self.weights = backend, weights
         self.secret = secrets.token_urlsafe(24)
-        self.pool = UpscalerPool()
+        self.pool = UpscalerPool(strength)
         self.media: dict[str, Media] = {}
         self._next_id = 1
         self._lock = threading.Lock()
@@ -103,13 +107,21 @@ class FrameServer:
         with self._lock:
             media_id = str(self._next_id)
             self._next_id += 1
+        if req.get("strength") is not None and req["strength"] != self.pool.strength:
+            self.pool.set_strength(req["strength"])
         media, ms = open_media(
             media_id, str(req["source"]), self.pool, weights=req.get("weights") or self.weights,
             backend=req.get("backend") or self.backend, use_sidecar=bool(req.get("sidecar", True)),
+            workdir=str(self.control_dir), model=str(req.get("model") or "default"),
         )
         self.media[media_id] = media
         return {"ok": True, **media.describe(), "ms_per_frame": round(ms, 2),
                 "urls": {v: self.url(media_id, v) for v in VARIANTS}}
+
+    def set_strength(self, value: Any) -> dict[str, Any]:
+        """Re-blend the weights in use at ``value`` (0..1); ``changed`` 0 = single-endpoint weights."""
+        changed = self.pool.set_strength(value)
+        return {"ok": True, "strength": self.pool.strength, "changed": changed}
 
     def close_media(self, media_id: str) -> dict[str, Any]:
         media = self.media.pop(media_id, None)
@@ -131,6 +143,8 @@ class FrameServer:
                 resp = self.register(req)
             elif op == "close":
                 resp = self.close_media(str(req.get("media")))
+            elif op == "strength":
+                resp = self.set_strength(req.get("value"))
             else:
                 resp = {"ok": False, "error": f"unknown op {op!r}"}
         except SRUNetError as e:
@@ -289,13 +303,23 @@ def _exit(control_dir: Path, code: int) -> None:
 CONTROL_PREFIX = "mpv-srunet-"
 
 
+#: A control directory without ``server.pid`` older than this is a leftover: the script removed its
+#: files at mpv's shutdown while the server (killed by mpv right after) wrote a last response.
+ORPHAN_AGE_S = 60.0
+
+
 def sweep_stale_control_dirs() -> None:
     """Remove control directories of servers that were killed before cleaning up (SIGKILL)."""
     for d in Path(tempfile.gettempdir()).glob(CONTROL_PREFIX + "*"):
         try:
-            if d.stat().st_uid != os.getuid():
+            st = d.stat()
+            if st.st_uid != os.getuid():
                 continue
             pid = int((d / "server.pid").read_text())
+        except FileNotFoundError:
+            if d.is_dir() and time.time() - st.st_mtime > ORPHAN_AGE_S:
+                shutil.rmtree(d, ignore_errors=True)
+            continue
         except (OSError, ValueError):
             continue
         if not _pid_alive(pid):
@@ -308,6 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mpv-pid", type=int, default=None, help="exit when this process is gone")
     p.add_argument("--backend", default="auto")
     p.add_argument("--weights", default=None)
+    p.add_argument("--strength", type=float, default=None, help="detail strength 0..1 (default: the weights' own)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -323,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep_stale_control_dirs()
     control_dir = Path(tempfile.mkdtemp(prefix=CONTROL_PREFIX))
     (control_dir / "server.pid").write_text(str(os.getpid()))
-    signal.signal(signal.SIGTERM, lambda *_: _exit(control_dir, 0))
-    signal.signal(signal.SIGINT, lambda *_: _exit(control_dir, 0))
-    server = FrameServer(control_dir, backend=args.backend, weights=args.weights)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # 143, 130, 129; control dir removed
+        signal.signal(sig, lambda signum, _frame: _exit(control_dir, 128 + signum))
+    server = FrameServer(control_dir, backend=args.backend, weights=args.weights, strength=args.strength)
     threading.Thread(target=_watchdog, args=(parent, args.mpv_pid, control_dir), daemon=True).start()
     threading.Thread(target=server.httpd.serve_forever, daemon=True).start()
     write_json_atomic(Path(args.ready_file), {

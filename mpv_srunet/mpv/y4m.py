@@ -8,7 +8,9 @@ bytes=<offset>-`` request). A live source has no size: mpv plays it through and
 refuses forward seeks.
 
 Pixels are 8-bit 4:2:0 planar; the colour matrix and range are the source's and
-are passed to mpv separately (y4m has no field for the matrix).
+are passed to mpv separately (y4m has no field for the matrix). The sample aspect
+ratio travels in the header's ``A`` field (FFmpeg's y4m demuxer reads it): 720x480
+at 8:9 or 1440x1080 at 4:3 show with the source's shape.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ class Y4MLayout:
     fps: Fraction
     frames: int | None
     full_range: bool = False
+    #: sample aspect ratio (the source's: a 2x upscale keeps it), so anamorphic video plays with its shape
+    sar: Fraction = Fraction(1)
 
     @property
     def header(self) -> bytes:
         rng = "FULL" if self.full_range else "LIMITED"
         return (
             f"YUV4MPEG2 W{self.width} H{self.height} F{self.fps.numerator}:{self.fps.denominator} "
-            f"Ip A1:1 C420mpeg2 XYSCSS=420MPEG2 XCOLORRANGE={rng}\n"
+            f"Ip A{self.sar.numerator}:{self.sar.denominator} C420mpeg2 XYSCSS=420MPEG2 XCOLORRANGE={rng}\n"
         ).encode("ascii")
 
     @property

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics.grid import grid_share
 from .data import PairStore
 
 def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -57,6 +58,7 @@ class ValResult:
     bicubic_psnr_y: float
     bicubic_ssim_y: float
     bicubic_lpips_alex: float | None
+    grid: float = float("nan")  # period-2 share of the residual over bicubic (mpv_srunet.metrics.grid)
     per_image: list[dict[str, float]] = field(default_factory=list, repr=False)
 
     def as_dict(self, per_image: bool = False) -> dict[str, object]:
@@ -78,11 +80,12 @@ def centre_crop_pair(lr: np.ndarray, gt: np.ndarray, crop: int, scale: int = 2) 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, store: PairStore, *, crop: int = 0, lpips_alex: torch.nn.Module | None = None) -> ValResult:
-    """Mean PSNR-Y / SSIM-Y (/ LPIPS-alex) over ``store``: model vs H.265 + bicubic."""
+    """Mean PSNR-Y / SSIM-Y (/ LPIPS-alex) over ``store``: model vs H.265 + bicubic, and the
+    model's grid share (period-2 texture, :func:`mpv_srunet.metrics.grid.grid_share`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    rows = []
+    rows, grids = [], []
     for i in range(len(store)):
         lr, gt = centre_crop_pair(*store.pair(i), crop)
         x = to_tensor(lr, device)
@@ -91,6 +94,7 @@ def evaluate(model: torch.nn.Module, store: PairStore, *, crop: int = 0, lpips_a
         if lpips_alex is not None:
             g = to_tensor(gt)
             row += [float(lpips_alex(to_tensor(o), g)[0]) for o in outs]
+        grids.append(grid_share(outs[0], np.asarray(lr)))
         rows.append(row)
     model.train(was_training)
     arr = np.asarray(rows, dtype=np.float64)
@@ -98,5 +102,6 @@ def evaluate(model: torch.nn.Module, store: PairStore, *, crop: int = 0, lpips_a
     m = np.nanmean(arr, axis=0) if rows else np.full(6, np.nan)
     lp = (float(m[4]), float(m[5])) if lpips_alex is not None and rows else (None, None)
     names = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "lpips_alex", "bicubic_lpips_alex")
-    per = [{"source": Path(store.source(i)).name, **dict(zip(names, r))} for i, r in enumerate(rows)]
-    return ValResult(len(rows), float(m[0]), float(m[1]), lp[0], float(m[2]), float(m[3]), lp[1], per)
+    per = [{"source": Path(store.source(i)).name, **dict(zip(names, r)), "grid": g} for i, (r, g) in enumerate(zip(rows, grids))]
+    grid = float(np.mean(grids)) if grids else float("nan")
+    return ValResult(len(rows), float(m[0]), float(m[1]), lp[0], float(m[2]), float(m[3]), lp[1], grid, per)

@@ -35,12 +35,12 @@ from .checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, resto
 from .data import PairStore, PatchSampler
 from .discriminator import Discriminator
 from .evaluate import evaluate, to_tensor
-from .losses import GeneratorLoss, LossWeights, discriminator_loss
+from .losses import GeneratorLoss, LossWeights, discriminator_loss, grid_view
 
 log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = ("step", "elapsed_s", "phase", "lr", "loss", "l1", "ssim", "lpips", "adv", "d_loss", "steps_per_s")
-VAL_COLUMNS = ("step", "elapsed_s", "n", "psnr_y", "ssim_y", "lpips_alex", "bicubic_psnr_y", "bicubic_ssim_y", "bicubic_lpips_alex")
+VAL_COLUMNS = ("step", "elapsed_s", "n", "psnr_y", "ssim_y", "lpips_alex", "grid", "bicubic_psnr_y", "bicubic_ssim_y", "bicubic_lpips_alex")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainConfig:
     lpips_net: str = "vgg"  # LPIPS backbone of the GAN-phase loss (paper: vgg)
     adv_weight: float = 1e-3  # weight of the BCE adversarial term (paper: 1e-3)
     gan_l1: float = 0.0  # weight of an L1 fidelity anchor in the GAN phase (paper: 0)
+    gan_view: str = "jitter"  # how LPIPS-VGG and D see the output: "jitter" (random 1-px grid offset per step) or "aligned" (paper)
     ckpt_every: int = 500  # checkpoint every N steps ...
     ckpt_minutes: float = 5.0  # ... or every M minutes, whichever comes first
     val_every: int = 500  # validate every N steps (0: only at the end)
@@ -66,7 +67,7 @@ class TrainConfig:
     log_every: int = 10  # write a log.csv row every N steps
     threads: int = 1  # torch CPU threads (the machine is shared)
     seed: int = 0
-    init: str = "bicubic"  # "bicubic" (zero conv_last), a train-form weights file, or another run's checkpoint.pt
+    init: str = "bicubic"  # "bicubic" (zero conv_last), a weights file (train or fused form), or another run's checkpoint.pt
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # bfloat16 autocast for the generator body, LPIPS and D (CPU: ~2x faster GAN steps)
 
@@ -97,10 +98,12 @@ def init_generator(cfg: TrainConfig) -> SRUNet:
         st = load_checkpoint(Path(cfg.init))
         model = SRUNet(SRUNetCfg.from_dict(st["model_cfg"]), deploy=False)
         model.load_state_dict(st["generator"])
-    else:
-        from ..weights import load_model
+    else:  # a weights file; a fused (deploy) one, e.g. the shipped weights, is split back into train form
+        from ..model import train_form_from_deploy
+        from ..weights import build_from_state_dict, read_weights
 
-        model = load_model(cfg.init, deploy=False)[0]
+        sd, mcfg, form, _ = read_weights(cfg.init)  # a two-endpoint file: its default strength
+        model = train_form_from_deploy(build_from_state_dict(sd, mcfg, form, source=cfg.init))
     if model.cfg != create_model(cfg.preset).cfg:
         raise UsageError(f"--init {cfg.init}: holds a {model.cfg} model, not preset {cfg.preset!r}; pass --preset to match")
     return model.train()
@@ -110,6 +113,8 @@ class Trainer:
     """One training run: models, optimizers, data, RNG and logs, resumable from disk."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+        if cfg.gan_view not in ("jitter", "aligned"):
+            raise UsageError(f"--gan-view {cfg.gan_view!r}: expected jitter or aligned")
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
         torch.set_num_threads(max(1, cfg.threads))
@@ -197,6 +202,14 @@ class Trainer:
             body = self.gen.body(x)
         return _finish(self.gen, x, body.float())
 
+    def _grid_offset(self) -> tuple[int, int] | None:
+        """The GAN terms' view of this step's batch: a random (dy, dx) in {0, 1} for ``jitter``
+        (drawn from the checkpointed RNG, so resume stays exact), None for ``aligned``."""
+        if self.cfg.gan_view == "aligned":
+            return None
+        dy, dx = self.rng.integers(0, 2, size=2)
+        return int(dy), int(dx)
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the current phase; returns the loss terms."""
         phase = self.phase()
@@ -206,18 +219,20 @@ class Trainer:
             g["lr"] = lr
         sr = self._generate(x)
         terms: dict[str, float] = {}
-        fake_logits = None
+        fake_logits, offset = None, None
         if phase == "gan":
+            offset = self._grid_offset()
+            sr_v, y_v = (sr, y) if offset is None else (grid_view(sr, offset), grid_view(y, offset))
             with self._autocast():
-                d_loss = discriminator_loss(self.disc(y).float(), self.disc(sr.detach()).float())
+                d_loss = discriminator_loss(self.disc(y_v).float(), self.disc(sr_v.detach()).float())
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
             terms["d_loss"] = float(d_loss.detach())
             self.disc.requires_grad_(False)
             with self._autocast():
-                fake_logits = self.disc(sr).float()
-        loss, parts = self._loss(phase)(sr, y, fake_logits)
+                fake_logits = self.disc(sr_v).float()
+        loss, parts = self._loss(phase)(sr, y, fake_logits, offset)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -239,10 +254,10 @@ class Trainer:
         The first Ctrl-C (or SIGTERM) stops *between* steps, so the checkpoint it
         writes resumes exactly; a second one aborts at once.
         """
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         runlog, cfg = RunLog(self.out), self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(cfg.steps, "train", "step", self.progress, initial=self.step)
         self._t0, self._s0, self._last_ckpt = time.monotonic(), self.step, time.monotonic()
         self._acc: dict[str, list[float]] = {}
         val: dict[str, Any] = {}
@@ -307,7 +322,7 @@ class Trainer:
             if bar is not None:
                 lp = f", LPIPS-alex {val['lpips_alex']:.4f} (bicubic {val['bicubic_lpips_alex']:.4f})" if val.get("lpips_alex") is not None else ""
                 bar.write(f"step {self.step}: val PSNR-Y {val['psnr_y']:.3f} dB (bicubic {val['bicubic_psnr_y']:.3f}), "
-                          f"SSIM-Y {val['ssim_y']:.4f} (bicubic {val['bicubic_ssim_y']:.4f}){lp}")
+                          f"SSIM-Y {val['ssim_y']:.4f} (bicubic {val['bicubic_ssim_y']:.4f}){lp}, grid share {val['grid']:.4f}")
         return val
 
 

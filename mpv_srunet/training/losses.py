@@ -24,6 +24,23 @@ def ssim_term(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return 1.0 - ssim((sr.float() + 1) / 2, (hr.float() + 1) / 2, data_range=1.0, size_average=True)
 
 
+def grid_view(x: torch.Tensor, offset: tuple[int, int]) -> torch.Tensor:
+    """``x`` less one row and one column, starting at ``offset`` (dy, dx) in {0, 1}.
+
+    LPIPS-VGG's 2x2 max-pools and the discriminator's stride-2 convs sample their
+    input on a fixed 2-pixel grid. A 2x generator output of even size puts each of
+    the PixelShuffle's four sub-pixel phases on the same place of that grid in every
+    step, so the aliased part of those losses' gradients (sparse max-pool routing,
+    stride-2 transposed convs) pushes each phase its own way, and the generator
+    learns a period-2 (stripe/checkerboard) texture. Looking at the output through
+    a random one-pixel offset per step moves the grid relative to the phases, so
+    that bias averages out (docs/training.md, "Period-2 texture").
+    """
+    dy, dx = offset
+    h, w = x.shape[-2:]
+    return x[..., dy : h - 1 + dy, dx : w - 1 + dx]
+
+
 def adversarial_term(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator side of the BCE GAN loss: make D call the output real."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -73,8 +90,10 @@ class GeneratorLoss(nn.Module):
         self.lpips = lpips
 
     def forward(
-        self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor | None = None
+        self, sr: torch.Tensor, hr: torch.Tensor, fake_logits: torch.Tensor | None = None,
+        offset: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``offset``: LPIPS sees :func:`grid_view` of both images at that offset (None: the whole images)."""
         terms: dict[str, torch.Tensor] = {}
         if self.w.l1:
             terms["l1"] = (sr - hr).abs().mean()
@@ -84,7 +103,8 @@ class GeneratorLoss(nn.Module):
             assert self.lpips is not None
             # bf16 autocast halves the cost of the VGG pass, by far the dearest part of a GAN step
             with torch.autocast(sr.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                terms["lpips"] = self.lpips(sr, hr).float().mean()
+                a, b = (sr, hr) if offset is None else (grid_view(sr, offset), grid_view(hr, offset))
+                terms["lpips"] = self.lpips(a, b).float().mean()
         if self.w.adv and fake_logits is not None:
             terms["adv"] = adversarial_term(fake_logits)
         weights = {"l1": self.w.l1, "ssim": self.w.ssim, "lpips": self.w.lpips, "adv": self.w.adv}

@@ -13,7 +13,8 @@
 --
 -- Options: script-opts/srunet.conf or --script-opts=srunet-KEY=VALUE.
 -- Bindings (rebind in input.conf with script-binding srunet/NAME):
---   toggle (Alt+u), compare (Alt+c), stats (Alt+i).
+--   toggle (Alt+u), compare (Alt+c), stats (Alt+i),
+--   strength-up (Alt+=) / strength-down (Alt+-): detail strength +-0.1, live (no reload).
 
 local mp = require "mp"
 local msg = require "mp.msg"
@@ -25,6 +26,8 @@ local o = {
     python = "",             -- Python that has mpv_srunet; "" = found next to this script, else python3
     backend = "auto",        -- auto, torch-cpu, onnxruntime, torch-cuda, tensorrt
     weights = "",            -- weights file; "" = the shipped default (a sidecar file wins, see below)
+    model = "auto",          -- preset when weights="": default, lite, or auto = the best one that keeps real time
+                             -- for the video's size and fps by `mpv-srunet doctor`'s cache (default without one)
     sidecar = true,          -- use VIDEO.srunet.safetensors next to a local video when present
     policy = "auto",         -- filter slower than the video: auto = play the original + OSD; wait = play at the filter's pace
     realtime_margin = 1.0,   -- policy=auto: too slow when ms/frame > margin * (1000 / fps)
@@ -34,9 +37,10 @@ local o = {
     readahead_secs = 1.0,    -- upscaled video mpv may buffer ahead: bounds the work wasted by a seek
     start_timeout = 90,      -- seconds to wait for the server and the model (first start imports torch)
     server_log_level = "warning", -- the frame server's log level (its log goes to mpv's log on exit)
+    strength = "",           -- detail strength 0 (fidelity) .. 1 (perceptual); "" = the weights' default
 }
 
-local VALID = {policy = {auto = true, wait = true}}
+local VALID = {policy = {auto = true, wait = true}, model = {auto = true, default = true, lite = true}}
 
 local state = {
     enabled = true,
@@ -54,7 +58,21 @@ local state = {
     last_pos = nil,
     stats_timer = nil,
     show_stats = false,
+    strength = nil,          -- detail strength asked for (nil: the weights' default)
+    strength_busy = false,   -- a strength request is in flight (the latest value is sent after it)
 }
+
+-- The strength option as a number in 0..1, or nil ("" or invalid: the weights' default).
+local function strength_opt()
+    local s = tostring(o.strength or "")
+    if s == "" then return nil end
+    local v = tonumber(s)
+    if not v or v < 0 or v > 1 then
+        msg.warn(("invalid strength=%s; expected 0..1, using the weights' default"):format(s))
+        return nil
+    end
+    return v
+end
 
 local function validate_opts()
     for key, valid in pairs(VALID) do
@@ -176,18 +194,27 @@ end
 -- Start the frame server once per mpv; cb(server) or cb(nil, reason).
 local function with_server(cb)
     if state.server then return cb(state.server) end
-    if state.server_failures >= 2 then return cb(nil, "frame server failed twice; not retrying") end
+    if state.server_failures >= 2 then return cb(nil, state.no_python or "frame server failed twice; not retrying") end
     if state.server_waiters then table.insert(state.server_waiters, cb) return end
+    local python = find_python()
+    if python:sub(1, 1) == "/" and not file_exists(python) then -- e.g. the clone it was installed from is gone
+        state.server_failures = 2 -- not retried for the next files: the original plays, with this OSD line
+        state.no_python = "no Python at " .. python .. " to run the frame server (set python= in script-opts/srunet.conf)"
+        return cb(nil, state.no_python)
+    end
     state.server_waiters = {cb}
     local ready = os.tmpname()
     state.ready_file = ready
-    local python = find_python()
     local args = {python, "-m", "mpv_srunet.mpv.server", "--ready-file", ready,
                   "--mpv-pid", tostring(mp.get_property_number("pid")),
                   "--backend", o.backend, "--log-level", o.server_log_level}
     if o.weights ~= "" then
         table.insert(args, "--weights")
         table.insert(args, o.weights)
+    end
+    if state.strength then
+        table.insert(args, "--strength")
+        table.insert(args, tostring(state.strength))
     end
     msg.verbose("starting frame server: " .. table.concat(args, " "))
     state.server_cmd = mp.command_native_async({
@@ -239,8 +266,17 @@ end
 -- Per-file options that make the virtual y4m file play like the original.
 local function apply_stream_options(resp, source)
     local audio = mp.get_property_native("audio-files") or {}
-    if resp.has_audio then table.insert(audio, source) end
+    if resp.audio_files then -- an EDL (ytdl_hook: separate video and audio): its other tracks
+        for _, a in ipairs(resp.audio_files) do table.insert(audio, a) end
+    elseif resp.has_audio then
+        table.insert(audio, source)
+    end
     set_local("audio-files", audio)
+    if resp.sub_files and #resp.sub_files > 0 then
+        local subs = mp.get_property_native("sub-files") or {}
+        for _, sub in ipairs(resp.sub_files) do table.insert(subs, sub) end
+        set_local("sub-files", subs)
+    end
     if not is_url(source) then
         set_local("chapters-file", source)
         if resp.has_subs then
@@ -280,8 +316,9 @@ local function skip_reason(resp)
     end
     local budget = 1000 / resp.fps * o.realtime_margin
     if o.policy == "auto" and not encoding() and resp.ms_per_frame > budget then
-        return ("too slow here: %.0f ms/frame on %s, the video needs %.0f (policy=auto)"):format(
-            resp.ms_per_frame, resp.backend, 1000 / resp.fps)
+        return ("too slow here: %.0f ms/frame on %s (%s), the video needs %.0f (policy=auto)"):format(
+            resp.ms_per_frame, resp.backend, resp.speed_source == "doctor" and "mpv-srunet doctor" or "timed now",
+            1000 / resp.fps)
     end
     return nil
 end
@@ -290,6 +327,11 @@ local function use_response(resp, source)
     if not resp.ok then
         local e = resp.error or "unknown error"
         if e:find("no video stream", 1, true) then msg.verbose(e) return end
+        if source:find("^https?://") and e:find(": cannot open (", 1, true) then
+            -- a web page, not a video: mpv's ytdl_hook resolves it (on_load_fail), then we upscale that
+            msg.verbose(e)
+            return
+        end
         osd("off for this file: " .. e, 6)
         return
     end
@@ -312,18 +354,25 @@ local function absolute(source)
     return utils.join_path(utils.getcwd(), source)
 end
 
-local function on_load(hook)
+local function on_load(hook, failed_before)
     state.active = nil
-    if state.resume then
-        set_local("start", tostring(state.resume))
-        state.resume = nil
+    if not failed_before then
+        state.bypassed = false
+        if state.resume then
+            set_local("start", tostring(state.resume))
+            state.resume = nil
+        end
+        if state.bypass_once then
+            state.bypass_once, state.bypassed = false, true
+            return
+        end
     end
-    if state.bypass_once then state.bypass_once = false return end
-    if not state.enabled then return end
+    if not state.enabled or state.bypassed then return end
     local source = mp.get_property("stream-open-filename", "")
     if source == "" or source:find("^http://127%.0%.0%.1:%d+/[%w_-]+/%d+/%a+%.y4m$") then return end
-    if source:find("^%a+://") and not source:find("^https?://") and not source:find("^file://") then
-        msg.verbose("not a file or http(s) URL, playing as is: " .. source)
+    if source:find("^%a+://") and not source:find("^https?://") and not source:find("^file://")
+            and not source:find("^edl://") then -- edl://: ytdl_hook's separate video + audio
+        msg.verbose("not a file, http(s) or EDL URL, playing as is: " .. source)
         return
     end
     source = absolute(source)
@@ -349,7 +398,9 @@ local function on_load(hook)
             osd("off: " .. err, 6)
             return finish()
         end
-        request({op = "register", source = source, weights = o.weights, backend = o.backend, sidecar = o.sidecar},
+        request({op = "register", source = source, weights = o.weights, backend = o.backend, sidecar = o.sidecar,
+                 model = o.model,
+                 strength = state.strength},
                 o.start_timeout, function(resp)
             if done then return close_media(resp.media) end
             use_response(resp, source)
@@ -383,7 +434,7 @@ local function stats_text(s)
     local r = a.resp
     local lines = {
         ("SR-UNet %s%s"):format(r.backend, a.variant == "compare" and "  [compare: left bicubic | right SR]" or ""),
-        ("model: %s"):format(r.model),
+        ("model: %s, detail strength %s"):format(r.model, r.strength and ("%.2f"):format(r.strength) or "n/a"),
         ("%dx%d -> %dx%d @ %.3f fps"):format(r.width, r.height, r.out_width, r.out_height, r.fps),
         ("filter %.1f ms/frame, total %.1f ms/frame, budget %.1f ms"):format(
             s and s.model_ms or r.ms_per_frame, s and s.total_ms or 0, 1000 / r.fps),
@@ -405,6 +456,10 @@ local function monitor()
     if s.fallback then
         msg.error("SR-UNet backend failed: " .. tostring(s.error))
         return fallback("the SR-UNet backend failed (" .. tostring(s.error) .. ")")
+    end
+    if s.source_error then -- cut/stalled connection, or a seek the source cannot do
+        msg.error("reading the source failed: " .. tostring(s.source_error))
+        return fallback("reading the source failed (" .. tostring(s.source_error) .. ")")
     end
     if o.policy ~= "auto" or encoding() then return end
     local starving = mp.get_property_bool("paused-for-cache", false)
@@ -457,19 +512,61 @@ local function on_shutdown()
     if state.ready_file then os.remove(state.ready_file) end
 end
 
+-- Detail strength, live: the server re-blends the weights and swaps them between two frames;
+-- frames rendered from then on show it (what mpv has buffered, <= readahead_secs, plays first).
+-- One request at a time; the latest value is sent when the one in flight is answered.
+local function send_strength()
+    local a = state.active
+    if not a or not state.server or state.strength == nil or state.strength_busy then return end
+    local v = state.strength
+    state.strength_busy = true
+    request({op = "strength", value = v}, 60, function(resp)
+        state.strength_busy = false
+        if not resp.ok then
+            osd("detail strength: " .. tostring(resp.error), 5)
+            return
+        end
+        if state.active then state.active.resp.strength = resp.strength end
+        if state.strength ~= v then return send_strength() end
+        mp.commandv("script-message", "srunet-strength", ("%.2f"):format(v)) -- for other scripts (and tests)
+    end)
+end
+
+local function step_strength(delta)
+    local a = state.active
+    local cur = a and a.resp.strength
+    if a and cur == nil then
+        return osd("detail strength: n/a (these weights have one endpoint)", 3)
+    end
+    cur = state.strength or cur or 0.9
+    local v = math.max(0, math.min(1, math.floor((cur + delta) * 100 + 0.5) / 100))
+    state.strength = v
+    osd(("detail strength %.2f (0 fidelity, 1 perceptual)"):format(v), 2)
+    send_strength()
+end
+
 options.read_options(o, "srunet", function(changed)
     validate_opts()
     if changed.enabled then state.enabled = o.enabled end
     if changed.compare then state.compare = o.compare end
+    if changed.strength then
+        state.strength = strength_opt()
+        send_strength()
+    end
 end)
 validate_opts()
 state.enabled, state.compare = o.enabled, o.compare
+state.strength = strength_opt()
 
 mp.add_key_binding("Alt+u", "toggle", toggle)
 mp.add_key_binding("Alt+c", "compare", toggle_compare)
 mp.add_key_binding("Alt+i", "stats", toggle_stats)
+mp.add_key_binding("Alt+=", "strength-up", function() step_strength(0.1) end, {repeatable = true})
+mp.add_key_binding("Alt+-", "strength-down", function() step_strength(-0.1) end, {repeatable = true})
 mp.register_script_message("toggle", toggle)
 mp.add_hook("on_load", 50, on_load)
+-- a page URL mpv could not open: ytdl_hook (priority 10) has just resolved it to a stream or an EDL
+mp.add_hook("on_load_fail", 50, function(hook) on_load(hook, true) end)
 mp.register_event("end-file", on_end_file)
 mp.register_event("shutdown", on_shutdown)
 state.stats_timer = mp.add_periodic_timer(0.5, monitor)

@@ -1,0 +1,44 @@
+"""Signals that end a command (SIGINT, SIGTERM, SIGHUP) as an exception in the main thread.
+
+So every ``finally`` runs (temporary outputs removed, threads joined) and the process exits with
+128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Signalled(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived; ``exit_code`` is 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def raise_on_exit_signals() -> Iterator[None]:
+    """Within the block, the first exit signal raises :class:`Signalled` in the main thread; later
+    ones are ignored, so they cannot cut short the (bounded) clean-up the first one started."""
+    got: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not got:
+            got.append(signum)
+            raise Signalled(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,94 @@
+"""`mpv-srunet finetune`: per-video weights are written only when they pay.
+
+The rule (mpv_srunet.training.finetune.passes): on the clip's own frames, LPIPS-alex at
+least 10 % below the weights it started from, with no PSNR-Y loss. A run that cannot
+meet it (no steps, an unreachable margin) writes nothing, says so in one line and exits 3.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpv_srunet.cli import main
+from mpv_srunet.commands.finetune import NO_GAIN_EXIT
+from mpv_srunet.training.finetune import passes, sidecar_path
+
+SMALL = ["--batch", "2", "--patch", "40", "--max-frames", "6", "--no-progress"]
+
+
+def test_the_rule() -> None:
+    base = (30.0, 0.9, 0.20)
+    assert passes((30.0, 0.9, 0.18), base, 0.10)  # exactly 10 % lower, same PSNR
+    assert not passes((30.0, 0.9, 0.181), base, 0.10)  # 9.5 %
+    assert not passes((29.99, 0.9, 0.10), base, 0.10)  # any PSNR-Y loss fails
+    assert passes((31.0, 0.8, 0.10), base, 0.10)  # SSIM is reported, not judged
+
+
+def _clip(src: Path, tmp_path: Path) -> Path:
+    clip = tmp_path / src.name
+    shutil.copy(src, clip)
+    return clip
+
+
+def test_no_steps_writes_no_sidecar(h265_small_clip: Path, tmp_path: Path, capsys) -> None:
+    """The shipped weights against themselves gain nothing: no file, one line, exit 3."""
+    clip = _clip(h265_small_clip, tmp_path)
+    assert main(["finetune", str(clip), "--steps", "0", *SMALL]) == NO_GAIN_EXIT == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("srunet.finetune: no sidecar written:") and len(err.splitlines()) == 1, err
+    assert "needs >= 10 %" in err and "Traceback" not in err
+    assert not sidecar_path(clip).exists() and list(tmp_path.iterdir()) == [clip]
+
+
+def test_an_unreachable_margin_writes_no_sidecar(h265_small_clip: Path, tiny_weights: Path, tmp_path: Path, capsys) -> None:
+    """Training runs (LPIPS-VGG + SSIM + L1 steps, periodic checks) but 99 % is out of reach."""
+    clip = _clip(h265_small_clip, tmp_path)
+    out = tmp_path / "w.safetensors"
+    assert main(["finetune", str(clip), "-o", str(out), "--base", str(tiny_weights), "--steps", "2",
+                 "--eval-every", "1", "--min-gain", "0.99", *SMALL]) == 3
+    err = capsys.readouterr().err
+    assert "no sidecar written: after 2 steps" in err and "needs >= 99 %" in err
+    assert not out.exists() and not sidecar_path(clip).exists()
+
+
+@pytest.fixture(scope="module")
+def noisy_weights(tmp_path_factory) -> Path:
+    """A deliberately bad start (F=16, weights with added noise: its residual swamps the picture)."""
+    import torch
+
+    from mpv_srunet.model import create_model, reparameterize_model
+    from mpv_srunet.weights import save_weights
+
+    torch.manual_seed(0)
+    m = create_model("default", n_filters=16)
+    for p in m.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    return save_weights(tmp_path_factory.mktemp("w") / "noisy.safetensors", reparameterize_model(m))
+
+
+def test_a_sidecar_that_pays_is_written_and_loads(h265_small_clip: Path, noisy_weights: Path, tmp_path: Path, capsys) -> None:
+    """From a bad start, fitting the clip beats it by far: the sidecar is written, records its
+    measurements, and the player's loader takes it (one endpoint: no strength)."""
+    from mpv_srunet import Upscaler
+    from mpv_srunet.errors import WeightsError
+    from mpv_srunet.weights import load_model, sidecar_weights_for
+
+    clip = _clip(h265_small_clip, tmp_path)
+    assert main(["finetune", str(clip), "--base", str(noisy_weights), "--steps", "20", "--eval-every", "5",
+                 "--lr", "1e-3", *SMALL]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "% lower" in out and "MB (fp16)" in out
+    side = sidecar_weights_for(clip)
+    assert side == sidecar_path(clip)
+    _, info = load_model(side)
+    v = info.metadata["validation"]
+    assert v["lpips_alex"] <= 0.9 * v["base_lpips_alex"] and v["psnr_y"] >= v["base_psnr_y"]
+    assert info.metadata["provenance"]["finetuned_on"] == clip.name and info.strength is None
+    with pytest.raises(WeightsError, match="one set of weights"):
+        load_model(side, strength=0.5)
+    with Upscaler(weights=side, backend="torch-cpu") as up:
+        assert up.upscale(np.full((48, 80, 3), 100, np.uint8)).shape == (96, 160, 3)
