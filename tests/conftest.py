@@ -190,9 +190,12 @@ def pytest_collection_modifyitems(config, items):
 # (non-zero exit), or a black or sheared frame with exit 0 and nothing in the log. Every test that
 # renders with mpv's GPU goes through :func:`mpv_gpu_render`: a private Xvfb and HOME per attempt,
 # the rendered picture validated against what the test expects, bounded retries; the test then
-# asserts exactly what it asserted before on a valid picture.
+# asserts exactly what it asserted before on a valid picture. The black runs come from float
+# intermediate textures (about half of all runs with 6 busy processes on 2 cores; see
+# mpv_srunet.evaluation.mpv_scalers.SOFTWARE_BUILTIN_ARGS), which our shader needs: 6 attempts
+# make a red test from that alone < 1 % at that load and far less at CI's usual load.
 
-GPU_RENDER_ATTEMPTS = 3
+GPU_RENDER_ATTEMPTS = 6
 
 
 class InvalidRender(Exception):

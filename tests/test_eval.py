@@ -273,7 +273,8 @@ def test_mpv_scalers_and_shaders_are_candidates_and_a_black_render_fails_only_it
         assert 0.0 < rows[name]["grid"] < 0.5, name
     assert rows["mpv-lanczos"]["psnr_y"] > rows["mpv-default"]["psnr_y"]  # bilinear is the softest
     why = doc["unavailable"]["mpv-black"]
-    assert "failed 3 times" in why and "black or garbled" in why and "\n" not in why
+    from mpv_srunet.evaluation.mpv_scalers import ATTEMPTS
+    assert f"failed {ATTEMPTS} times" in why and "black or garbled" in why and "\n" not in why
 
 
 def test_mpv_candidate_bad_input_is_one_line(clips: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

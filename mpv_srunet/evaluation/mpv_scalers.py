@@ -12,8 +12,9 @@ so the user's mpv config is never read (``--no-config`` too). Mesa llvmpipe unde
 now and then renders a black or sheared frame with exit status 0: every rendered frame
 is checked against the CPU bicubic of the same decoded frame (PSNR-Y above
 :data:`MIN_PSNR_Y`, no row off by more than :data:`MAX_ROW_LEVELS` and 6x the median row),
-and a render that
-fails is run again, :data:`ATTEMPTS` times in all, before the candidate fails.
+and a render that fails is run again, :data:`ATTEMPTS` times in all, before the candidate
+fails. Most of those failures come from float intermediate textures (see
+:data:`SOFTWARE_BUILTIN_ARGS`), which the built-in scalers avoid under Xvfb.
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ BUILTIN: dict[str, tuple[str, ...]] = {
     "gpu-hq": ("--profile=gpu-hq",),
 }
 SHADER_BASE = ("--profile=gpu-hq",)  # user shaders run on top of this
-ATTEMPTS = 3
+#: mpv 0.35's ``--vf=gpu`` on Mesa (llvmpipe and softpipe alike, ``LP_NUM_THREADS=0`` too) renders a
+#: whole run black, exit status 0, whenever its intermediate textures are float (the default
+#: ``rgba16f``; ``rgba32f`` the same) and the machine is loaded: 9 of 20 lanczos runs, 4 of 10
+#: gpu-hq runs with 6 busy processes on 2 cores; with 16-bit unorm textures 0 of 30. Bilinear
+#: (``default``) has no intermediate pass and never did. So under Xvfb the built-in scalers render
+#: with ``rgba16`` (it only clips lanczos ringing between passes: 56-58 dB PSNR-Y against the float
+#: render of the same frames, a few pixels off by up to 18 levels). User shaders keep float
+#: textures (FSRCNNX stores signed features in them) and rely on the frame check and retries.
+SOFTWARE_BUILTIN_ARGS = ("--fbo-format=rgba16",)
+ATTEMPTS = 6
 MIN_PSNR_Y = 25.0  # any real 2x rendering is within ~33-45 dB of bicubic; black/sheared frames far below
 MAX_ROW_LEVELS = 6.0  # mean |Y - bicubic Y| of any one row, in 8-bit levels (and 6x the median row)
 TIMEOUT_S = 1800.0  # one render of one stream (llvmpipe runs big shaders at seconds per 1080p frame)
@@ -56,7 +66,12 @@ class MpvRenderError(BackendUnavailable):
 def builtin_args(name: str) -> tuple[str, ...]:
     if name not in BUILTIN:
         raise UsageError(f"--mpv {name!r}: expected one of {', '.join(BUILTIN)}")
-    return BUILTIN[name]
+    return (*BUILTIN[name], *SOFTWARE_BUILTIN_ARGS) if software_rendering() and BUILTIN[name] else BUILTIN[name]
+
+
+def software_rendering() -> bool:
+    """Whether renders go to a private Xvfb (Mesa's software OpenGL), as :func:`private_display` does."""
+    return shutil.which("Xvfb") is not None
 
 
 def shader_args(spec: str) -> tuple[str, tuple[str, ...], Path]:
@@ -158,7 +173,7 @@ def private_display(work: Path, timeout: float = 60.0) -> Iterator[dict[str, str
     env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "MPV_HOME")}
     env.update({k: str(v) for k, v in dirs.items()})
     xvfb = shutil.which("Xvfb")
-    if xvfb is None:
+    if not software_rendering() or xvfb is None:
         yield env
         return
     r, w = os.pipe()
