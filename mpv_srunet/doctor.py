@@ -87,7 +87,7 @@ def _installed_python(config_dir: Path) -> str | None:
 
 
 def _check_script() -> list[Check]:
-    from .commands.mpv_script import SCRIPT_MARKER, mpv_config_dir
+    from .mpv.install import SCRIPT_MARKER, mpv_config_dir
 
     cfg = mpv_config_dir()
     target = cfg / "scripts" / "srunet"
@@ -114,7 +114,7 @@ def _check_script() -> list[Check]:
 
 
 def _check_shader() -> Check:
-    from .commands.mpv_script import mpv_config_dir
+    from .mpv.install import mpv_config_dir
     from .errors import WeightsError
     from .glsl import shipped_shader_path
 

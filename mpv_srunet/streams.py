@@ -241,7 +241,7 @@ def resolve_page(url: str, ytdl_format: str | None = None, workdir: str | None =
     except ImportError:
         raise MediaError(f"{url}: not a video FFmpeg can open; {YTDL_HINT}") from None
     opts: dict[str, Any] = {"quiet": True, "no_warnings": True, "noplaylist": True, "skip_download": True,
-                            "format": ytdl_format or "bestvideo+bestaudio/best"}
+                            "format": ytdl_format or "bestvideo+bestaudio/best", "logger": _YtdlLog()}
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=False)
@@ -262,6 +262,21 @@ def resolve_page(url: str, ytdl_format: str | None = None, workdir: str | None =
     except BaseException:
         _remove(made)
         raise
+
+
+class _YtdlLog:
+    """yt-dlp's messages go to our log (its errors also come back as the exception we turn into one
+    line; without a logger yt-dlp prints them on stderr itself, even when quiet)."""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    info = debug
+
+    def warning(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    error = warning
 
 
 def _format_track(f: dict[str, Any], made: list[Path], workdir: str | None = None) -> Track:

@@ -53,6 +53,7 @@ class UpscaleOptions:
     batch_size: int = 1
     queue_size: int = 4
     progress: bool = True
+    ytdl_format: str | None = None  # web pages / DASH manifests (yt-dlp): None = mpv's default
 
 
 @dataclass
@@ -365,7 +366,7 @@ def upscale_file(src: str, dst: str, upscaler: Upscaler, opts: UpscaleOptions | 
     t0 = time.perf_counter()
     import av
 
-    container, resolved = _open_source(src)
+    container, resolved = _open_source(src, opts.ytdl_format)
     separate = resolved.separate_audio if resolved is not None and kind == "video" else []
     # separate audio (yt-dlp, an EDL): the video goes to a hidden file beside DST first, then both are muxed
     target = str(Path(dst).with_name(f".{Path(dst).stem}.{os.getpid()}.video{Path(dst).suffix}")) if separate else dst
@@ -385,7 +386,7 @@ def upscale_file(src: str, dst: str, upscaler: Upscaler, opts: UpscaleOptions | 
     return report
 
 
-def _open_source(src: str) -> tuple[Any, Any]:
+def _open_source(src: str, ytdl_format: str | None = None) -> tuple[Any, Any]:
     """The input container, and for an mpv EDL or a web page (yt-dlp) its resolved tracks (to close)."""
     from .streams import EDL_PREFIX, resolve_edl, resolve_page
 
@@ -398,7 +399,7 @@ def _open_source(src: str) -> tuple[Any, Any]:
         except MediaError:
             if not src.startswith(("http://", "https://")):
                 raise
-            resolved = resolve_page(src)  # a page, not a media URL: MediaError with a hint without yt-dlp
+            resolved = resolve_page(src, ytdl_format)  # a page, not a media URL: MediaError with a hint without yt-dlp
     try:
         container = open_input(resolved.video.url, resolved.video.options)
     except BaseException:

@@ -275,9 +275,9 @@ def test_lua_ytdl_dash_separate_audio_and_video_is_upscaled(tmp_path, site, tiny
     assert not left, f"generated playlists left behind: {left}"
 
 
-def _upscale(src: str, out: Path, tiny_weights: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def _upscale(src: str, out: Path, tiny_weights: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mpv_srunet.cli", "upscale", src, str(out), "--codec", "ffv1",
-                           "--weights", str(tiny_weights), "--backend", BACKEND, "--no-progress"],
+                           "--weights", str(tiny_weights), "--backend", BACKEND, "--no-progress", *args],
                           env=srunet_env(), timeout=timeout, capture_output=True, text=True)
 
 
@@ -486,3 +486,19 @@ def test_upscale_dash_manifest_with_separate_audio(tmp_path, site, tiny_weights,
     frames, types = decode_yuv(out)
     assert types.count("audio") == 1 and match_indices(frames, reference) == list(range(FRAMES))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv"]  # no temporary left beside it
+
+
+@pytest.mark.skipif(YTDLP is None, reason="yt-dlp not installed (pip install -e .[test])")
+def test_upscale_ytdl_format_is_respected(tmp_path, site, tiny_weights, reference) -> None:
+    """``--ytdl-format`` picks the formats as mpv's ``ytdl-format`` does: ``bestvideo`` alone gives the
+    upscaled video without the manifest's audio; a format the manifest lacks is one line, nothing written."""
+    out = tmp_path / "video-only.mkv"
+    res = _upscale(site.url("dash/manifest.mpd"), out, tiny_weights, "--ytdl-format", "bestvideo")
+    assert res.returncode == 0, res.stderr[-2000:]
+    frames, types = decode_yuv(out)
+    assert "audio" not in types and match_indices(frames, reference) == list(range(FRAMES))
+    bad = tmp_path / "bad.mkv"
+    res = _upscale(site.url("dash/manifest.mpd"), bad, tiny_weights, "--ytdl-format", "bestvideo[height>=2000]")
+    err = res.stderr.strip()
+    assert res.returncode == 2 and "yt-dlp cannot resolve it" in err and len(err.splitlines()) == 1, err
+    assert not bad.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["video-only.mkv"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure ms/frame (p50/p95/p99), fps and GFLOP/s per backend")
@@ -14,12 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="960x540", metavar="WxH", help="input frame size (default 960x540)")
     p.add_argument("--frames", type=int, default=5, help="timed frames per case and mode (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed frames first (default 1)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime (default: theirs)")
+    options.add_threads(p)
     p.add_argument("--mode", choices=["model", "e2e", "both"], default="both",
                    help="model alone, end to end (decode -> filter -> hand-off), or both")
     p.add_argument("--video", help="clip for the end-to-end run (default: a generated H.265 clip of --size)")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--weights", help="weights file (default: the shipped weights)")
+    options.add_weights(w)
     w.add_argument("--preset", help="a randomly initialised model preset instead (speed does not depend on weights)")
     p.add_argument("--json", action="store_true",
                    help="the report as JSON (for CI artifacts): on stdout, or only in the -o file when given")

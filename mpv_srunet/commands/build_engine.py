@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 
 from ..colour import CHROMA_SITINGS, GPU_MATRICES, RANGES, Colour
+from . import options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT FP16 engine (or --list the cached ones)")
-    p.add_argument("--weights", help="weights file (default: the shipped weights)")
+    options.add_weights(p)
     p.add_argument("--format", default="rgb", choices=["rgb", "rgb24", "yuv420p", "yuv420p10"],
                    help="engine input: float RGB (backend protocol), uint8 RGB, or YUV 4:2:0 planes (default: rgb)")
     p.add_argument("--matrix", default="bt709", choices=GPU_MATRICES, help="YUV formats: colour matrix")

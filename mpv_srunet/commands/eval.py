@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -56,9 +58,9 @@ def _register_run(evsub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-per-video", action="store_true", help="ignore VIDEO.srunet.safetensors fine-tuned weights")
     r.add_argument("--no-vmaf", action="store_true", help="skip VMAF (its column is marked unavailable)")
     r.add_argument("--preset", default="medium", help="libx265 preset (default medium)")
-    r.add_argument("--backend", default="auto", help="SR-UNet backend (default auto)")
+    options.add_backend(r, f"SR-UNet backend: {options.BACKENDS} (default: auto)")
     r.add_argument("--jobs", type=int, default=1, help="parallel metric workers (default 1)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_no_progress(r)
     r.set_defaults(func=run_protocol_cmd)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Per-video weights: --weights VIDEO.srunet.safetensors.",
     )
     p.add_argument("-o", "--output", required=True, help="output .glsl (e.g. ~/.config/mpv/shaders/srunet.glsl)")
-    p.add_argument("--weights", help="weights file (default: the shipped weights)")
-    p.add_argument("--strength", type=float, default=None, help="detail strength 0 (fidelity) .. 1 (perceptual) for weights with both endpoints (default: the weights' own, 0.9 for the shipped ones)")
+    options.add_weights(p)
+    options.add_strength(p)
     p.add_argument(
         "--min-scale", type=float, default=1.4,
         help="run only when mpv upscales by more than this factor on both axes (default 1.4)",
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         thrash_warning,
         write_text_atomic,
     )
-    from ..weights import check_strength, load_model
+    from ..weights import load_model
 
     out = Path(args.output).expanduser()
     if out.is_dir():
@@ -53,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-scale {args.min_scale}: expected a factor between 1.0 and 4.0 (default 1.4)")
     if not 2 <= args.max_binds <= MAX_BINDS:
         raise UsageError(f"--max-binds {args.max_binds}: expected 2..{MAX_BINDS} (mpv fails silently above {MAX_BINDS})")
-    if args.strength is not None:
-        check_strength(args.strength)
+    options.checked_strength(args)
     model, info = load_model(args.weights, deploy=True, strength=args.strength)
     shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale, variant=args.variant))
     write_text_atomic(out, shader.text)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-onnx", help="export the fused model to ONNX and check it against torch")
     p.add_argument("-o", "--output", required=True, help="output .onnx")
-    p.add_argument("--weights", help="weights file (default: the shipped weights)")
+    options.add_weights(p)
     p.add_argument("--fp16", action="store_true", help="fp16 weights and activations")
     p.add_argument("--static", metavar="WxH", help="fixed input size instead of dynamic height/width")
     p.add_argument("--opset", type=int, default=17)

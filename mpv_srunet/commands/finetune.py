@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..training.finetune import FinetuneOptions
@@ -25,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, help="weights file (default: VIDEO.srunet.safetensors)")
     p.add_argument("--crf", type=int, default=d.crf, help=f"CRF the clip is streamed at (default {d.crf})")
     p.add_argument("--base", default=None, help="weights to start from (default: the shipped weights)")
-    p.add_argument("--strength", type=float, default=None,
-                   help="detail strength of a two-endpoint base to start from (default: its own, 0.9 for the shipped weights)")
+    options.add_strength(p, "detail strength of a two-endpoint base to start from (default: its own, 0.9 for the "
+                         "shipped weights)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help=f"input patch side (default {d.patch})")
@@ -37,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-gain", type=float, default=d.min_gain,
                    help=f"required LPIPS-alex improvement over the base, with no PSNR-Y loss (default {d.min_gain:g} = 10 %%)")
     p.add_argument("--max-frames", type=int, default=d.max_frames, help=f"frames of the clip used (default {d.max_frames})")
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--no-progress", action="store_true")
+    options.add_threads(p, d.threads)
+    options.add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -47,14 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import UsageError
     from ..training.finetune import FinetuneOptions, NoGain, finetune_video
-    from ..weights import check_strength
 
     if args.steps < 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8 or not 0 <= args.crf <= 51:
         raise UsageError("--steps must be >= 0, --batch > 0, --patch a positive multiple of 8 and --crf in 0..51")
     if args.eval_every <= 0 or not 0 <= args.min_gain < 1 or args.l1 < 0:
         raise UsageError("--eval-every must be > 0, --min-gain in 0..1 (0.1 = 10 %) and --l1 >= 0")
-    if args.strength is not None:
-        check_strength(args.strength)
+    options.checked_strength(args)
     opts = FinetuneOptions(crf=args.crf, base=args.base, strength=args.strength, steps=args.steps, batch=args.batch,
                            patch=args.patch, lr=args.lr, max_frames=args.max_frames, threads=args.threads,
                            eval_every=args.eval_every, min_gain=args.min_gain, l1=args.l1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,14 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'KEY script-message srunet toggle|compare|stats|strength-up|strength-down').",
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_URL", help="files or http(s) URLs (a playlist)")
-    p.add_argument("--weights", help="weights file (default: sidecar VIDEO.srunet.safetensors, else shipped)")
-    p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt")
-    p.add_argument("--model", choices=["auto", "default", "lite"], default="auto",
-                   help="model preset when no --weights: auto (default) = the best one that keeps real time for "
-                   "the video by `mpv-srunet doctor`'s measurements, else default")
-    p.add_argument("--strength", type=float, default=None,
-                   help="detail strength 0 (fidelity) .. 1 (perceptual); Alt+= / Alt+- step it live "
-                   "(default: the script's srunet-strength option, else the weights' own)")
+    options.add_weights(p, "weights file (default: sidecar VIDEO.srunet.safetensors, else the shipped weights)")
+    options.add_backend(p)
+    options.add_model(p, "model preset when no --weights: auto (default) = the best one that keeps real time for "
+                      "the video by `mpv-srunet doctor`'s measurements, else default")
+    options.add_strength(p, "detail strength 0 (fidelity) .. 1 (perceptual); Alt+= / Alt+- step it live "
+                         "(default: the script's srunet-strength option, else the weights' own)")
     p.add_argument("--policy", choices=["auto", "wait"], default="auto",
                    help="filter slower than the video: auto = play the original, wait = play at the filter's pace")
     p.add_argument("--no-sidecar", action="store_true", help="ignore VIDEO.srunet.safetensors files")
@@ -50,12 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..mpv.player import PlayOptions, play_until_done
 
-    from ..weights import check_strength
-
     if args.max_height < 0:
         raise UsageError(f"--max-height {args.max_height}: expected 0 or more")
-    if args.strength is not None:
-        check_strength(args.strength)
+    options.checked_strength(args)
     opts = PlayOptions(
         weights=args.weights, backend=args.backend, sidecar=not args.no_sidecar, policy=args.policy,
         max_height=args.max_height, compare=args.compare, enabled=not args.off,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from . import options
 
 
 def _crf_list(s: str) -> tuple[int, ...]:
@@ -87,7 +88,7 @@ def _register_prepare(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of sources kept for validation (default 0.15)")
     p.add_argument("--x265-preset", default="medium", help="x265 preset (default medium)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--no-progress", action="store_true")
+    options.add_no_progress(p)
     p.set_defaults(func=run_prepare)
 
 
@@ -100,7 +101,7 @@ def _register_run(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out exactly, with the options it was started with "
                         "(options given now override them, e.g. a larger --steps)")
-    p.add_argument("--no-progress", action="store_true")
+    options.add_no_progress(p)
     skip = {"data", "out"}
     from ..training.loop import TrainConfig
 
@@ -132,7 +133,7 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=_alpha, default=1.0,
                    help="weight of this run in --blend, or 'auto': the lowest validation LPIPS-alex among 0, 0.1, ..., 1 "
                         "that still beats H.265 + bicubic by 0.05 dB PSNR-Y and 0.0005 SSIM-Y (default 1: no blend)")
-    p.add_argument("--threads", type=int, default=1)
+    options.add_threads(p, 1)
     p.set_defaults(func=run_export)
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..video import VIDEO_CODECS
+from . import options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,23 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", help="video or image file, or http(s) URL (anything FFmpeg opens)")
     p.add_argument("output", help="output file (written to a temp file and renamed on success)")
-    p.add_argument("--weights", help="weights file (.safetensors, or an authors' .pth); default: shipped weights")
-    p.add_argument("--backend", default="auto", help="auto, torch-cpu, onnxruntime, torch-cuda, tensorrt (default: auto)")
-    p.add_argument("--model", choices=["auto", "default", "lite"], default="auto",
-                   help="model preset when no --weights (default auto: files need no real time, so the best "
-                   "quality, `default`); lite needs trained lite weights")
-    p.add_argument("--strength", type=float, default=None, help="detail strength 0 (fidelity) .. 1 (perceptual) for weights with both endpoints (default: the weights' own, 0.9 for the shipped ones)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="torch-cpu precision (default auto: bf16 where the CPU has native bf16)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch-cpu: compile the model with TorchInductor (~1.4x faster after a one-off compile of a minute or more)")
+    options.add_weights(p)
+    options.add_backend(p)
+    options.add_model(p, "model preset when no --weights (default auto: files need no real time, so the best "
+                      "quality, `default`); lite needs trained lite weights")
+    options.add_strength(p)
+    options.add_cpu_speed(p)
+    options.add_ytdl_format(p)
     p.add_argument("--codec", default="libx265", help=f"video encoder (default libx265; e.g. {', '.join(VIDEO_CODECS)})")
     p.add_argument("--crf", type=int, default=18, help="x265/x264 quality (default 18)")
     p.add_argument("--preset", default="medium", help="x265/x264 preset (default medium)")
     p.add_argument("--pix-fmt", default=None, help="output pixel format (default: yuv420p, or yuv420p10le for >8-bit input)")
     p.add_argument("--batch", type=int, default=1, help="frames per model call (default 1)")
-    p.add_argument("--overwrite", "-y", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    options.add_overwrite(p)
+    options.add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -44,18 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..signals import Signalled, raise_on_exit_signals
     from ..video import check_paths
-    from ..weights import check_strength
 
-    if args.strength is not None:
-        check_strength(args.strength)
+    options.checked_strength(args)
     check_paths(args.input, args.output)
     if "%" not in args.output and Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
     if not 0 <= args.crf <= 51:
         raise UsageError(f"--crf {args.crf}: expected 0..51")
-    backend_opts: dict = {"precision": args.precision} if args.precision else {}
-    if args.compile:
-        backend_opts["compile"] = True
+    backend_opts = options.cpu_backend_options(args)
     try:  # SIGTERM/SIGHUP/SIGINT: the temporary output is removed, exit 143/129/130
         with raise_on_exit_signals():
             return _upscale(args, backend_opts)
@@ -69,7 +63,8 @@ def _upscale(args: argparse.Namespace, backend_opts: dict) -> int:
     from ..video import UpscaleOptions, upscale_file
 
     opts = UpscaleOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                          batch_size=max(1, args.batch), progress=not args.no_progress)
+                          batch_size=max(1, args.batch), progress=not args.no_progress,
+                          ytdl_format=args.ytdl_format)
     weights = args.weights
     if weights is None and args.model == "lite":
         from ..weights import preset_weights_path
