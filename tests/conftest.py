@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import shutil
 import subprocess
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -202,50 +199,19 @@ class InvalidRender(Exception):
     """mpv's GPU output is not a rendering of the picture (start failure, no output, black, sheared)."""
 
 
-def _read_display(fd: int, proc: subprocess.Popen, timeout: float) -> str:
-    deadline, buf = time.monotonic() + timeout, b""
-    while not buf.endswith(b"\n"):
-        if select.select([fd], [], [], 0.2)[0]:
-            chunk = os.read(fd, 64)
-            if not chunk:
-                raise InvalidRender(f"Xvfb exited before announcing a display (status {proc.poll()})")
-            buf += chunk
-        elif proc.poll() is not None or time.monotonic() > deadline:
-            raise InvalidRender(f"Xvfb did not start in {timeout:.0f} s (status {proc.poll()})")
-    return ":" + buf.decode().strip()
-
-
 @contextlib.contextmanager
 def own_xvfb(workdir: Path, screen: str = "640x480x24", timeout: float = 60) -> Iterator[dict[str, str]]:
-    """A private Xvfb (Xvfb picks a free display itself: ``-displayfd``, so concurrent tests never
-    share or race for one) and private HOME / XDG dirs; yields the environment to run mpv in."""
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
+    """A private Xvfb and private HOME / XDG dirs (the product's own helper, which eval's mpv
+    candidates use); yields the environment to run mpv in. A start failure is an :class:`InvalidRender`."""
+    from mpv_srunet.evaluation.mpv_scalers import XvfbError, private_display
+
+    if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not found: install Debian xvfb (./install.sh --dev)")
-    home = workdir / "home"
-    dirs = {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_CACHE_HOME": home / ".cache",
-            "XDG_DATA_HOME": home / ".local" / "share", "XDG_RUNTIME_DIR": workdir / "runtime"}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
-    dirs["XDG_RUNTIME_DIR"].chmod(0o700)
-    r, w = os.pipe()
-    with open(workdir / "xvfb.log", "wb") as log:
-        proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", screen, "-nolisten", "tcp", "-noreset"],
-                                pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
-    os.close(w)
     try:
-        display = _read_display(r, proc, timeout)
-        env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "MPV_HOME")}
-        yield {**env, "DISPLAY": display, **{k: str(v) for k, v in dirs.items()}}
-    finally:
-        os.close(r)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        with private_display(workdir, screen, timeout) as env:
+            yield env
+    except XvfbError as e:  # only the start can raise it
+        raise InvalidRender(str(e)) from None
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

@@ -161,12 +161,19 @@ def _last_line(text: str) -> str:
     return lines[-1][-300:] if lines else "no message"
 
 
+class XvfbError(_Invalid):
+    """The private Xvfb did not start (a failed attempt: the caller may try again)."""
+
+
 @contextlib.contextmanager
-def private_display(work: Path, timeout: float = 60.0) -> Iterator[dict[str, str]]:
-    """Environment for one mpv run: a private HOME/XDG dirs and a private Xvfb (or $DISPLAY without Xvfb)."""
+def private_display(work: Path, screen: str = "640x480x24", timeout: float = 60.0) -> Iterator[dict[str, str]]:
+    """Environment for one mpv run: a private HOME/XDG dirs and a private Xvfb (or $DISPLAY without Xvfb).
+
+    Xvfb picks a free display itself (``-displayfd``), so concurrent runs never share or race for
+    one; :class:`XvfbError` when it does not start. The tests' mpv renders use this too."""
     home = work / "home"
     dirs = {"HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_CACHE_HOME": home / ".cache",
-            "XDG_RUNTIME_DIR": work / "runtime"}
+            "XDG_DATA_HOME": home / ".local" / "share", "XDG_RUNTIME_DIR": work / "runtime"}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     dirs["XDG_RUNTIME_DIR"].chmod(0o700)
@@ -178,7 +185,7 @@ def private_display(work: Path, timeout: float = 60.0) -> Iterator[dict[str, str
         return
     r, w = os.pipe()
     with open(work / "xvfb.log", "wb") as log:
-        proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", "640x480x24", "-nolisten", "tcp",
+        proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", screen, "-nolisten", "tcp",
                                  "-noreset"], pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
     os.close(w)
@@ -200,8 +207,8 @@ def _read_display(fd: int, proc: subprocess.Popen, timeout: float) -> str:
         if select.select([fd], [], [], 0.2)[0]:
             chunk = os.read(fd, 64)
             if not chunk:
-                raise _Invalid(f"Xvfb exited before announcing a display (status {proc.poll()})")
+                raise XvfbError(f"Xvfb exited before announcing a display (status {proc.poll()})")
             buf += chunk
         elif proc.poll() is not None or time.monotonic() > deadline:
-            raise _Invalid(f"Xvfb did not start in {timeout:.0f} s (status {proc.poll()})")
+            raise XvfbError(f"Xvfb did not start in {timeout:.0f} s (status {proc.poll()})")
     return ":" + buf.decode().strip()
