@@ -469,3 +469,33 @@ def test_grid_view_jitter_cancels_the_discriminators_period2_gradient() -> None:
     assert jitter < white and jitter < aligned / 5, (jitter, aligned)
     assert grid_view(x, (1, 0)).shape[-2:] == (n - 1, n - 1)
     assert torch.equal(grid_view(x, (1, 1))[..., 0, 0], x[..., 1, 1])
+
+
+def test_nyquist_blur_removes_period_2_and_blinds_lpips_to_it() -> None:
+    """Issue 15's cause: LPIPS-VGG rewards period-2 texture. Seen through ``nyquist_blur`` a 2-pixel
+    checkerboard or stripe is gone exactly (a flat image stays flat), so adding one to the output
+    leaves the LPIPS term unchanged, where plain LPIPS-VGG sees it."""
+    from PIL import Image
+
+    from mpv_srunet.training.losses import GeneratorLoss, LossWeights, nyquist_blur
+
+    (vgg,) = _lpips_or_skip("vgg")
+    n = 64
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    patterns = {"checker": ((yy + xx) % 2) * 2.0 - 1, "rows": (yy % 2) * 2.0 - 1, "cols": (xx % 2) * 2.0 - 1}
+    for name, p in patterns.items():
+        out = nyquist_blur(p.expand(1, 3, n, n).float())
+        assert out.abs().max() < 1e-6, name
+    flat = torch.full((1, 3, n, n), 0.3)
+    assert torch.allclose(nyquist_blur(flat), flat, atol=1e-6)
+
+    im = Image.open(_photos(1)[0]).convert("RGB")
+    a = np.asarray(im.resize((im.width // 4, im.height // 4), Image.LANCZOS))[:n, :n]
+    y = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    sr = torch.nn.functional.avg_pool2d(y, 3, 1, 1)  # a soft "output"
+    textured = sr + 0.05 * patterns["checker"]
+    blur = GeneratorLoss(LossWeights(ssim=0.0, lpips=1.0, adv=0.0), vgg, lpips_blur=True)
+    plain = GeneratorLoss(LossWeights(ssim=0.0, lpips=1.0, adv=0.0), vgg)
+    with torch.no_grad():
+        assert abs(blur(textured, y)[1]["lpips"] - blur(sr, y)[1]["lpips"]) < 1e-4
+        assert abs(plain(textured, y)[1]["lpips"] - plain(sr, y)[1]["lpips"]) > 1e-3

@@ -125,3 +125,51 @@ def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path) -
     done = subprocess.run(args + ["--steps", str(step + 2), "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(load_checkpoint(run / "checkpoint.pt")["step"]) == step + 2
+
+
+def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, capsys) -> None:
+    """`train settle` on a two-endpoint file: the fidelity endpoint and the perceptual body are kept
+    bit for bit, the perceptual endpoint's conv_last is re-fitted, provenance says how; bad input is
+    one line and exit 2, an existing output is not replaced without --overwrite."""
+    import torch
+
+    from mpv_srunet.metrics import MetricUnavailable
+    from mpv_srunet.metrics.lpips import LPIPS
+    from mpv_srunet.model import create_model, reparameterize_model
+    from mpv_srunet.weights import load_model, read_endpoints, save_endpoints
+
+    try:
+        LPIPS("vgg")
+    except MetricUnavailable as e:
+        pytest.skip(str(e))
+    train, val = _two_photos(tmp_path)
+    data = tmp_path / "pairs"
+    assert main(["train", "prepare", str(train), "--val", str(val), "--out", str(data), "--crf", "23",
+                 "--gt-width", "384", "--x265-preset", "ultrafast", "--no-progress"]) == 0
+    torch.manual_seed(0)
+    fid, perc = (reparameterize_model(create_model("lite").eval()) for _ in range(2))
+    src, out = tmp_path / "ends.safetensors", tmp_path / "settled.safetensors"
+    save_endpoints(src, fid, perc, 0.8, {"note": "test endpoints"})
+    capsys.readouterr()
+    assert main(["train", "settle", str(src), str(out), "--data", str(data), "--steps", "3", "--batch", "2",
+                 "--patch", "32", "--threads", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "output layer settled in 3 steps" in printed and "grid" in printed
+    (a, _, _), (b, _, _) = read_endpoints(src), read_endpoints(out)
+    assert b.default_strength == 0.8
+    assert all(torch.equal(a.fidelity[k], b.fidelity[k]) for k in a.fidelity)
+    changed = {k for k in a.perceptual if not torch.equal(a.perceptual[k], b.perceptual[k])}
+    assert changed and changed <= {"conv_last.weight", "conv_last.bias"}, changed
+    _, info = load_model(out)
+    assert info.metadata["note"] == "test endpoints"
+    assert info.metadata["settled"]["steps"] == 3 and "nyquist_blur" in info.metadata["settled"]["what"]
+    assert info.metadata["settled"]["validation"]["n"] == 1
+
+    before = out.read_bytes()
+    assert main(["train", "settle", str(src), str(out), "--data", str(data), "--steps", "1"]) == 2
+    assert main(["train", "settle", str(src), str(tmp_path / "x.safetensors"), "--data", str(tmp_path / "nope")]) == 2
+    assert main(["train", "settle", str(tmp_path / "missing.safetensors"), str(tmp_path / "y.safetensors"),
+                 "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and "not a folder made by" in err and "Traceback" not in err
+    assert out.read_bytes() == before and not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -4,6 +4,7 @@
     mpv-srunet train run --data data/pairs --out runs/default --steps 20000 --bf16
     mpv-srunet train run --data data/pairs --out runs/default --steps 40000 --resume
     mpv-srunet train export runs/default engines/my.safetensors --eval
+    mpv-srunet train settle engines/my.safetensors engines/my_settled.safetensors --data data/pairs
 
 Needs the ``train`` extra (pytorch-msssim, matplotlib); see docs/training.md.
 """
@@ -49,6 +50,8 @@ _HELP = {
     "lpips_net": "LPIPS backbone of the GAN loss: vgg (paper) or alex",
     "adv_weight": "weight of the adversarial BCE term (paper: 1e-3)",
     "gan_l1": "weight of an L1 fidelity anchor added to the GAN loss (paper: 0)",
+    "lpips_view": "how LPIPS-VGG compares output and target: blur (both through a 3x3 binomial whose response at period 2 is 0; "
+                  "LPIPS-VGG otherwise rewards a 2-pixel stripe/checkerboard texture) or plain (the paper's)",
     "gan_view": "how LPIPS-VGG and the discriminator see the output: jitter (a random 1-pixel offset of their "
                 "2-pixel pooling/stride grid each step; avoids period-2 texture) or aligned (the paper's)",
     "ckpt_every": "checkpoint every N steps",
@@ -72,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_prepare(tsub)
     _register_run(tsub)
     _register_export(tsub)
+    _register_settle(tsub)
 
 
 def _register_prepare(tsub: argparse._SubParsersAction) -> None:
@@ -137,6 +141,25 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
 
+def _register_settle(tsub: argparse._SubParsersAction) -> None:
+    p = tsub.add_parser("settle", help="re-fit the output layer of a weights file's perceptual endpoint (removes period-2 texture)",
+                        description="Re-fit the 1x1 conv in front of the PixelShuffle on LPIPS(VGG) + (1-SSIM) with the rest of "
+                                    "the network frozen: the GAN phase leaves it off the loss's minimum, which shows as a "
+                                    "2-pixel stripe/checkerboard texture (docs/training.md, 'Period-2 texture').")
+    p.add_argument("weights", type=Path, help="weights file (.safetensors); a two-endpoint file has its perceptual endpoint settled")
+    p.add_argument("output", type=Path, help="weights file to write (.safetensors)")
+    p.add_argument("--data", type=Path, required=True, help="folder made by `mpv-srunet train prepare` (its training split)")
+    p.add_argument("--steps", type=int, default=40, help="Adam steps (default 40)")
+    p.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
+    p.add_argument("--patch", type=int, default=96, help="input patch side, a multiple of 8 (default 96)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the patches (default 0)")
+    options.add_threads(p, 2)
+    options.add_overwrite(p)
+    options.add_no_progress(p)
+    p.set_defaults(func=run_settle)
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     from ..training.data import PrepareOptions, prepare
 
@@ -197,4 +220,56 @@ def run_export(args: argparse.Namespace) -> int:
             lp = f", LPIPS-alex {v['lpips_alex']:.4f} (bicubic {v['bicubic_lpips_alex']:.4f})" if v.get("lpips_alex") is not None else ""
             print(f"  {name}: PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), "
                   f"SSIM-Y {v['ssim_y']:.4f} ({v['bicubic_ssim_y']:.4f}){lp} over {v['n']} validation frames")
+    return 0
+
+
+def run_settle(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..progress import progress_bar
+    from ..training.export import full_validation
+    from ..training.settle import settle_output_layer
+    from ..weights import WeightsError, has_endpoints, load_endpoint_models, load_model, save_endpoints, save_weights
+
+    if args.output.exists() and not args.overwrite:
+        raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
+    if not (args.data / "train").is_dir():
+        raise UsageError(f"{args.data}: not a folder made by `mpv-srunet train prepare` (no train/ split)")
+    if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8:
+        raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {args.steps}/{args.batch}/{args.patch}")
+    torch.set_num_threads(args.threads)
+    try:
+        two = has_endpoints(args.weights)
+        _, info = load_model(args.weights)
+        if two:
+            fidelity, model, ends = load_endpoint_models(args.weights)
+        else:
+            model = _
+    except WeightsError as e:
+        raise UsageError(str(e)) from None
+    meta = {k: v for k, v in info.metadata.items() if not k.startswith("srunet.")}
+    bar = progress_bar(args.steps, "settle", "step", enabled=not args.no_progress)
+    try:
+        summary = settle_output_layer(model, args.data, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
+                                      seed=args.seed,
+                                      on_step=lambda step, loss: bar.update(1))
+    finally:
+        bar.close()
+    model.eval()
+    summary["from"] = {"file": args.weights.name, "sha256": info.sha256}
+    meta["settled"] = summary
+    with torch.no_grad():
+        val = full_validation(model, args.data)
+    if val:
+        meta["settled"]["validation"] = val
+    if two:
+        save_endpoints(args.output, fidelity, model, ends.default_strength, meta)
+    else:
+        save_weights(args.output, model, meta)
+    print(f"{args.output}: output layer settled in {summary['steps']} steps ({summary['seconds']:.0f} s), "
+          f"loss {summary['loss_first']:.4f} -> {summary['loss_last']:.4f}")
+    if val:
+        lp = f", LPIPS-alex {val['lpips_alex']:.4f}" if val.get("lpips_alex") is not None else ""
+        print(f"  {'perceptual endpoint' if two else 'model'}: PSNR-Y {val['psnr_y']:.3f} dB, SSIM-Y {val['ssim_y']:.4f}{lp}, "
+              f"grid {val['grid']:.4f} over {val['n']} validation frames")
     return 0

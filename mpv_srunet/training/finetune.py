@@ -4,7 +4,7 @@ A streaming service knows the exact clip it sends, so it can over-fit the model
 to it: ground truth = the clip, input = the clip downscaled by 2 and encoded with
 H.265 at the CRF it will be streamed at. It starts from the shipped weights (the
 ``default`` preset at its default detail strength; fused, 1.33 MB in fp16) and
-trains with LPIPS(VGG) + (1-SSIM) + L1 (the paper's generator loss without the
+trains with LPIPS(VGG, through the Nyquist blur of losses.py) + (1-SSIM) + L1 (the paper's generator loss without the
 discriminator, plus L1 to hold PSNR). The weights travel with the video as a
 sidecar, ``VIDEO.srunet.safetensors``, which the player picks up
 (:func:`mpv_srunet.weights.sidecar_weights_for`).
@@ -155,7 +155,9 @@ def _train(model: SRUNet, pairs: MemoryPairs, opts: FinetuneOptions, progress: b
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
     sampler = PatchSampler(pairs, opts.patch)  # type: ignore[arg-type]
-    loss_fn = GeneratorLoss(LossWeights(l1=opts.l1, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), bf16=cpu_has_native_bf16())
+    # LPIPS through the Nyquist blur, as in training: plain LPIPS-VGG rewards a 2-pixel texture (losses.nyquist_blur)
+    loss_fn = GeneratorLoss(LossWeights(l1=opts.l1, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), bf16=cpu_has_native_bf16(),
+                            lpips_blur=True)
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     model.train()
     spent = 0.0

@@ -59,6 +59,7 @@ class TrainConfig:
     lpips_net: str = "vgg"  # LPIPS backbone of the GAN-phase loss (paper: vgg)
     adv_weight: float = 1e-3  # weight of the BCE adversarial term (paper: 1e-3)
     gan_l1: float = 0.0  # weight of an L1 fidelity anchor in the GAN phase (paper: 0)
+    lpips_view: str = "blur"  # how LPIPS-VGG compares output and target: "blur" (through losses.nyquist_blur) or "plain" (paper)
     gan_view: str = "jitter"  # how LPIPS-VGG and D see the output: "jitter" (random 1-px grid offset per step) or "aligned" (paper)
     ckpt_every: int = 500  # checkpoint every N steps ...
     ckpt_minutes: float = 5.0  # ... or every M minutes, whichever comes first
@@ -74,6 +75,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        # a run saved before --lpips-view existed trained with the paper's plain LPIPS: resume it so
+        d = {"lpips_view": "plain", **d}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -113,6 +116,8 @@ class Trainer:
     """One training run: models, optimizers, data, RNG and logs, resumable from disk."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+        if cfg.lpips_view not in ("blur", "plain"):
+            raise UsageError(f"--lpips-view {cfg.lpips_view!r}: expected blur or plain")
         if cfg.gan_view not in ("jitter", "aligned"):
             raise UsageError(f"--gan-view {cfg.gan_view!r}: expected jitter or aligned")
         self.cfg, self.progress = cfg, progress
@@ -185,7 +190,8 @@ class Trainer:
                 from ..metrics.lpips import LPIPS
 
                 w = LossWeights(l1=self.cfg.gan_l1, ssim=1.0, lpips=1.0, adv=self.cfg.adv_weight)
-                self._losses[phase] = GeneratorLoss(w, LPIPS(self.cfg.lpips_net).to(self.device), bf16=self.cfg.bf16)
+                self._losses[phase] = GeneratorLoss(w, LPIPS(self.cfg.lpips_net).to(self.device), bf16=self.cfg.bf16,
+                                                     lpips_blur=self.cfg.lpips_view == "blur")
         return self._losses[phase]
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:

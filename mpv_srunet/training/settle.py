@@ -1,0 +1,99 @@
+"""Settle the output layer of a GAN-trained generator on the anti-aliased loss.
+
+SR-UNet's 2x output is ``PixelShuffle(conv_last(features))``: one 1x1 conv gives each
+of the four sub-pixel phases its own weights over the last feature map, and phase
+differences that do not follow the content are a 2-pixel stripe/checkerboard (the
+``grid`` metric, :mod:`mpv_srunet.metrics.grid`).
+
+The paper's LPIPS-VGG rewards that texture (taking it out of the GAN-trained weights'
+output raises LPIPS-VGG by 7.5 % and lowers L1 and 1-SSIM; docs/training.md, "Period-2
+texture"), so the GAN phase learns it. Training with ``--lpips-view blur``
+(:func:`.losses.nyquist_blur`) removes the cause. For weights already trained without
+it, re-fitting only ``conv_last`` on LPIPS-VGG (through the blur) + (1 - SSIM), body
+frozen, removes most of the texture in tens of steps: measured on the shipped
+perceptual endpoint, the grid share of the validation crops fell 0.077 -> 0.012 in 40
+steps while PSNR-Y, SSIM-Y and LPIPS-alex all improved.
+
+:func:`settle_output_layer` does that; ``mpv-srunet train settle`` applies it to the
+perceptual endpoint of a weights file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model import SRUNet
+from .data import PairStore, PatchSampler
+from .losses import GeneratorLoss, LossWeights
+
+
+def output_layer(model: SRUNet) -> torch.nn.Conv2d:
+    """The 1x1 conv in front of the PixelShuffle."""
+    return model.conv_last
+
+
+def settle_output_layer(
+    model: SRUNet,
+    data: str | Path,
+    *,
+    steps: int = 40,
+    batch: int = 8,
+    patch: int = 96,
+    lr: float = 1e-4,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Re-fit ``model``'s output layer in place on LPIPS(VGG) + (1 - SSIM), body frozen.
+
+    Patches come from the training split of ``data`` (a ``train prepare`` folder), as in
+    the GAN phase, LPIPS through :func:`.losses.nyquist_blur` (no discriminator: at its
+    weight, 1e-3, its gradient is < 0.1 % of LPIPS's here). Returns a
+    summary for provenance (steps, lr, losses at the start and the end).
+    """
+    from ..metrics.lpips import LPIPS
+
+    if steps <= 0 or batch <= 0 or patch <= 0 or patch % 8:
+        raise ValueError(f"steps/batch must be > 0 and patch a positive multiple of 8; got {steps}/{batch}/{patch}")
+    sampler = PatchSampler(PairStore(Path(data), "train"), patch)
+    loss_fn = GeneratorLoss(LossWeights(l1=0.0, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), lpips_blur=True)
+    rng = np.random.default_rng(seed)
+    layer = output_layer(model)
+    was_training = model.training
+    saved = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in layer.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    losses: list[float] = []
+    t0 = time.monotonic()
+    try:
+        model.train()
+        for step in range(1, steps + 1):
+            xs, ys = sampler.batch(rng, batch)
+            x = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            y = torch.from_numpy(ys).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            total, _ = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            losses.append(float(total.detach()))
+            if on_step is not None:
+                on_step(step, losses[-1])
+    finally:
+        for p, r in zip(model.parameters(), saved):
+            p.requires_grad_(r)
+        model.train(was_training)
+    k = max(1, min(10, steps // 4))
+    return {
+        "what": "output layer (conv_last) re-fitted on LPIPS(VGG, through nyquist_blur) + (1 - SSIM), body frozen (mpv_srunet.training.settle)",
+        "data": str(data), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "seed": seed,
+        "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
