@@ -143,9 +143,10 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
 
 def _register_settle(tsub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("settle", help="re-fit the output layer of a weights file's perceptual endpoint (removes period-2 texture)",
-                        description="Re-fit the 1x1 conv in front of the PixelShuffle on LPIPS(VGG) + (1-SSIM) with the rest of "
-                                    "the network frozen: the GAN phase leaves it off the loss's minimum, which shows as a "
-                                    "2-pixel stripe/checkerboard texture (docs/training.md, 'Period-2 texture').")
+                        description="Re-fit the 1x1 conv in front of the PixelShuffle, the rest of the network frozen, on "
+                                    "LPIPS(VGG) seen through a blur with zero response at period 2 + (1-SSIM). A GAN phase "
+                                    "trained on the paper's plain LPIPS-VGG, which rewards it, leaves a 2-pixel "
+                                    "stripe/checkerboard texture that this removes (docs/training.md, 'Period-2 texture').")
     p.add_argument("weights", type=Path, help="weights file (.safetensors); a two-endpoint file has its perceptual endpoint settled")
     p.add_argument("output", type=Path, help="weights file to write (.safetensors)")
     p.add_argument("--data", type=Path, required=True, help="folder made by `mpv-srunet train prepare` (its training split)")
@@ -240,11 +241,9 @@ def run_settle(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         two = has_endpoints(args.weights)
-        _, info = load_model(args.weights)
+        model, info = load_model(args.weights)  # a single set of weights, or the default blend (for the metadata)
         if two:
             fidelity, model, ends = load_endpoint_models(args.weights)
-        else:
-            model = _
     except WeightsError as e:
         raise UsageError(str(e)) from None
     meta = {k: v for k, v in info.metadata.items() if not k.startswith("srunet.")}
@@ -266,8 +265,7 @@ def run_settle(args: argparse.Namespace) -> int:
         save_endpoints(args.output, fidelity, model, ends.default_strength, meta)
     else:
         save_weights(args.output, model, meta)
-    print(f"{args.output}: output layer settled in {summary['steps']} steps ({summary['seconds']:.0f} s), "
-          f"loss {summary['loss_first']:.4f} -> {summary['loss_last']:.4f}")
+    print(f"{args.output}: output layer settled in {summary['steps']} steps ({summary['seconds']:.0f} s)")
     if val:
         lp = f", LPIPS-alex {val['lpips_alex']:.4f}" if val.get("lpips_alex") is not None else ""
         print(f"  {'perceptual endpoint' if two else 'model'}: PSNR-Y {val['psnr_y']:.3f} dB, SSIM-Y {val['ssim_y']:.4f}{lp}, "

@@ -10,8 +10,8 @@ output raises LPIPS-VGG by 7.5 % and lowers L1 and 1-SSIM; docs/training.md, "Pe
 texture"), so the GAN phase learns it. Training with ``--lpips-view blur``
 (:func:`.losses.nyquist_blur`) removes the cause. For weights already trained without
 it, re-fitting only ``conv_last`` on LPIPS-VGG (through the blur) + (1 - SSIM), body
-frozen, removes most of the texture in tens of steps: measured on the shipped
-perceptual endpoint, the grid share of the validation crops fell 0.077 -> 0.012 in 40
+frozen, removes most of the texture in tens of steps: measured on the perceptual
+endpoint shipped before it was settled, the grid share of the validation crops fell 0.077 -> 0.012 in 40
 steps while PSNR-Y, SSIM-Y and LPIPS-alex all improved.
 
 :func:`settle_output_layer` does that; ``mpv-srunet train settle`` applies it to the
