@@ -11,8 +11,8 @@ texture"), so the GAN phase learns it. Training with ``--lpips-view blur``
 (:func:`.losses.nyquist_blur`) removes the cause. For weights already trained without
 it, re-fitting only ``conv_last`` on LPIPS-VGG (through the blur) + (1 - SSIM), body
 frozen, removes most of the texture in tens of steps: measured on the perceptual
-endpoint shipped before it was settled, the grid share of the validation crops fell 0.077 -> 0.012 in 40
-steps while PSNR-Y, SSIM-Y and LPIPS-alex all improved.
+endpoint shipped before it was settled, the grid share of the validation crops fell
+0.077 -> 0.012 in 40 steps while PSNR-Y, SSIM-Y and LPIPS-alex all improved.
 
 :func:`settle_output_layer` does that; ``mpv-srunet train settle`` applies it to the
 perceptual endpoint of a weights file.
@@ -30,12 +30,8 @@ import torch
 
 from ..model import SRUNet
 from .data import PairStore, PatchSampler
+from .evaluate import to_tensor
 from .losses import GeneratorLoss, LossWeights
-
-
-def output_layer(model: SRUNet) -> torch.nn.Conv2d:
-    """The 1x1 conv in front of the PixelShuffle."""
-    return model.conv_last
 
 
 def settle_output_layer(
@@ -63,7 +59,7 @@ def settle_output_layer(
     sampler = PatchSampler(PairStore(Path(data), "train"), patch)
     loss_fn = GeneratorLoss(LossWeights(l1=0.0, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), lpips_blur=True)
     rng = np.random.default_rng(seed)
-    layer = output_layer(model)
+    layer = model.conv_last  # the 1x1 conv in front of the PixelShuffle
     was_training = model.training
     saved = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
@@ -77,9 +73,7 @@ def settle_output_layer(
         model.train()
         for step in range(1, steps + 1):
             xs, ys = sampler.batch(rng, batch)
-            x = torch.from_numpy(xs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            y = torch.from_numpy(ys).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            total, _ = loss_fn(model(x), y)
+            total, _ = loss_fn(model(to_tensor(xs)), to_tensor(ys))
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
