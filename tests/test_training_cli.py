@@ -26,6 +26,8 @@ def _two_photos(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> None:
+    import torch
+
     from mpv_srunet.weights import load_model
 
     train, val = _two_photos(tmp_path)
@@ -76,7 +78,18 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert all(np.allclose(first[k].numpy(), v.numpy(), atol=1e-6) for k, v in blended[0].state_dict().items())
     assert blended[1].metadata["provenance"]["interpolation"]["alpha"] == 0.0
     assert "network interpolation" in card.read_text()
+    # --endpoints: one detail-strength file; strength 0 is the first run, 1 the second, default alpha
+    out4 = tmp_path / "w4.safetensors"
+    assert main(["train", "export", str(run2), str(out4), "--blend", str(run), "--alpha", "0.3", "--endpoints", "--eval"]) == 0
+    second = load_model(out2)[0].state_dict()
+    at0, at1, at_default = load_model(out4, strength=0.0), load_model(out4, strength=1.0), load_model(out4)
+    assert all(torch.equal(first[k], v) for k, v in at0[0].state_dict().items())
+    assert all(torch.equal(second[k], v) for k, v in at1[0].state_dict().items())
+    assert at_default[1].strength == 0.3 and at_default[1].metadata["validation"]["n"] == 1
+    assert "endpoints" in at_default[1].metadata["provenance"]["interpolation"]
     capsys.readouterr()
+    assert main(["train", "export", str(run2), str(out4), "--endpoints"]) == 2
+    assert "--endpoints needs --blend" in capsys.readouterr().err
     assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "alpha" in err and len(err.splitlines()) == 1

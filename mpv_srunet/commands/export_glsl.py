@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="output .glsl (e.g. ~/.config/mpv/shaders/srunet.glsl)")
     options.add_weights(p)
+    options.add_model(p, "model preset when no --weights (default auto: `default`, the best quality; `lite` costs "
+                      "a quarter of the GPU time, docs/glsl.md)")
     options.add_strength(p)
     p.add_argument(
         "--min-scale", type=float, default=1.4,
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         thrash_warning,
         write_text_atomic,
     )
-    from ..weights import load_model
+    from ..weights import load_model, preset_weights_path
 
     out = Path(args.output).expanduser()
     if out.is_dir():
@@ -56,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.max_binds <= MAX_BINDS:
         raise UsageError(f"--max-binds {args.max_binds}: expected 2..{MAX_BINDS} (mpv fails silently above {MAX_BINDS})")
     options.checked_strength(args)
-    model, info = load_model(args.weights, deploy=True, strength=args.strength)
+    weights = args.weights
+    if weights is None and args.model == "lite":
+        weights = str(preset_weights_path(args.model))
+    model, info = load_model(weights, deploy=True, strength=args.strength)
     shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale, variant=args.variant))
     write_text_atomic(out, shader.text)
     print(f"{out}: {shader_summary(shader)}")

@@ -137,6 +137,9 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=_alpha, default=1.0,
                    help="weight of this run in --blend, or 'auto': the lowest validation LPIPS-alex among 0, 0.1, ..., 1 "
                         "that still beats H.265 + bicubic by 0.05 dB PSNR-Y and 0.0005 SSIM-Y (default 1: no blend)")
+    p.add_argument("--endpoints", action="store_true",
+                   help="with --blend: write RUN (fidelity) and this run (perceptual) as the two endpoints of one "
+                        "detail-strength file, ALPHA its default --strength, instead of the blend alone")
     options.add_threads(p, 1)
     p.set_defaults(func=run_export)
 
@@ -210,10 +213,12 @@ def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_run
 
     meta = export_run(args.run_dir, args.output, evaluate_full=args.eval or bool(args.compare) or args.card is not None, half=args.half,
-                      threads=args.threads, compare=args.compare, card=args.card, blend=args.blend, alpha=args.alpha)
+                      threads=args.threads, compare=args.compare, card=args.card, blend=args.blend, alpha=args.alpha,
+                      endpoints=args.endpoints)
     print(f"{args.output}: {args.output.stat().st_size / 1e6:.2f} MB, step {meta['training']['steps']}")
     for r in meta.get("alpha_sweep") or []:
-        print(f"  alpha {r['alpha']:.1f}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}, LPIPS-alex {r['lpips_alex']:.4f}")
+        print(f"  alpha {r['alpha']:.1f}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}, LPIPS-alex {r['lpips_alex']:.4f}, "
+              f"grid {r['grid']:.4f}")
     if meta.get("alpha_sweep"):
         print(f"  picked alpha {meta['provenance']['interpolation']['alpha']}")
     for name, v in [("this model", meta.get("validation"))] + list((meta.get("compare") or {}).items()):

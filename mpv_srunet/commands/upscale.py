@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_weights(p)
     options.add_backend(p)
     options.add_model(p, "model preset when no --weights (default auto: files need no real time, so the best "
-                      "quality, `default`); lite needs trained lite weights")
+                      "quality, `default`); lite: a quarter of the compute")
     options.add_strength(p)
     options.add_cpu_speed(p)
     options.add_ytdl_format(p)

@@ -13,7 +13,7 @@ import torch
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import load_model, save_weights
+from ..weights import load_model, save_endpoints, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -118,13 +118,16 @@ def export_run(
     card: Path | None = None,
     blend: Path | None = None,
     alpha: float | str = 1.0,
+    endpoints: bool = False,
 ) -> dict[str, Any]:
     """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata.
 
     ``blend``: a run folder or checkpoint (normally the one this run started from);
     the exported generator is then ``alpha * run + (1 - alpha) * blend``
     (:func:`interpolate_generators`). ``alpha="auto"``: :func:`pick_alpha` on the
-    validation split.
+    validation split. ``endpoints``: write ``blend`` and this run as the fidelity and
+    perceptual endpoints of one detail-strength file (``--strength`` blends them at load
+    time) with ``alpha`` as its default strength, instead of the blend alone.
 
     ``compare``: other weights files (e.g. the authors' checkpoint) measured the same
     way; their numbers go to ``RUN/export.json`` only, never into the weights file.
@@ -139,11 +142,20 @@ def export_run(
     sweep: list[dict[str, Any]] = []
     if blend is None and alpha != 1.0:
         raise UsageError("--alpha needs --blend RUN (the run to interpolate with)")
+    if endpoints and blend is None:
+        raise UsageError("--endpoints needs --blend RUN (the fidelity endpoint, normally the warm-start run)")
+    if endpoints and half:
+        raise UsageError("--endpoints writes fp32 tensors; drop --half")
+    fidelity = None
     if blend is not None:
         base = generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0]
         if alpha == "auto":
             alpha, sweep = pick_alpha(model, base, cfg["data"])
-        model = interpolate_generators(model, base, float(alpha))
+        if endpoints:
+            interpolate_generators(model, base, float(alpha))  # the same checks: one preset, one form
+            fidelity = reparameterize_model(base).eval()
+        else:
+            model = interpolate_generators(model, base, float(alpha))
     deploy = reparameterize_model(model).eval()
     data_meta = _data_meta(Path(cfg["data"]))
     meta: dict[str, Any] = {
@@ -169,6 +181,9 @@ def export_run(
     if blend is not None:
         meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
                                                "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
+        if endpoints:
+            meta["provenance"]["interpolation"]["endpoints"] = ("fidelity = 'with', perceptual = this run; "
+                                                                "loading blends them at --strength (default alpha)")
         if sweep:
             meta["provenance"]["interpolation"]["picked"] = (f"lowest validation LPIPS-alex among the alphas at least {MIN_PSNR_GAIN} dB "
                                                              f"PSNR-Y and {MIN_SSIM_GAIN} SSIM-Y above H.265 + bicubic")
@@ -180,14 +195,18 @@ def export_run(
     if sweep:
         meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
     elif evaluate_full:
-        meta["validation"] = full_validation(deploy, cfg["data"])
+        meta["validation"] = full_validation(_blend_deploy(fidelity, deploy, float(alpha)) if fidelity is not None else deploy,
+                                             cfg["data"])
     root = Path(os.path.commonpath([run_dir.resolve(), Path(cfg["data"]).resolve()]))
     if root != Path(root.anchor):  # run and data share a project folder
         meta["provenance"] = _portable_paths(meta["provenance"], root)
-    save_weights(out, deploy, meta, half=half)
+    if fidelity is not None:
+        save_endpoints(out, fidelity, deploy, float(alpha), meta)
+    else:
+        save_weights(out, deploy, meta, half=half)
     report = dict(meta, half=half)
     if sweep:
-        report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex")}}
+        report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}}
                                  for r in sweep]
     if compare:
         report["compare"] = {str(p): full_validation(load_model(p)[0], cfg["data"]) for p in compare}
@@ -195,6 +214,15 @@ def export_run(
     if card is not None:
         write_text_atomic(card, model_card(report, out))
     return report
+
+
+def _blend_deploy(fidelity: SRUNet, perceptual: SRUNet, strength: float) -> SRUNet:
+    """The deploy-form model that loading a two-endpoint file at ``strength`` gives."""
+    from ..weights import blend_state_dicts
+
+    out = SRUNet(perceptual.cfg, deploy=True)
+    out.load_state_dict(blend_state_dicts(fidelity.state_dict(), perceptual.state_dict(), strength))
+    return out.eval()
 
 
 def _loss_text(cfg: dict[str, Any], step: int) -> str:
@@ -318,15 +346,20 @@ def _sweep_rows(report: dict[str, Any]) -> list[str]:
     if not sweep:
         return []
     rows = ["Interpolation sweep on the same frames (`--alpha auto`; 0 = the warm-start model, 1 = the GAN run):", "",
-            "| alpha | PSNR-Y (dB) | SSIM-Y | LPIPS-alex |", "|---|---|---|---|"]
+            "| alpha | PSNR-Y (dB) | SSIM-Y | LPIPS-alex | grid |", "|---|---|---|---|---|"]
     picked = report["provenance"]["interpolation"]["alpha"]
     for r in sweep:
         mark = "**" if r["alpha"] == picked else ""
-        rows.append(f"| {mark}{r['alpha']:.1f}{mark} | {_fmt(r['psnr_y'], 3)} | {_fmt(r['ssim_y'], 4)} | {_fmt(r['lpips_alex'], 4)} |")
+        rows.append(f"| {mark}{r['alpha']:.1f}{mark} | {_fmt(r['psnr_y'], 3)} | {_fmt(r['ssim_y'], 4)} | {_fmt(r['lpips_alex'], 4)} "
+                    f"| {_fmt(r.get('grid'), 4)} |")
     return rows + [""]
 
 
 def _interp_text(i: dict[str, Any]) -> str:
+    if i.get("endpoints"):
+        return (f"* Two endpoints in one file: fidelity = `{i['with']}`, perceptual = this run; loading blends them, "
+                f"`(1 - s) x fidelity + s x perceptual`, at `--strength s`, default {i['alpha']:g} "
+                "(network interpolation, Wang et al. 2018).")
     return (f"* Shipped weights = {i['alpha']:g} x this run + {1 - i['alpha']:g} x `{i['with']}` "
             "(network interpolation, Wang et al. 2018: trades the GAN model's texture against the warm-start model's fidelity).")
 
