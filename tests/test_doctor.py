@@ -24,6 +24,16 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def without_lite_weights(tmp_path, monkeypatch):
+    """An engines folder that ships only the default weights (``lite`` has none)."""
+    from mpv_srunet import weights
+
+    monkeypatch.setenv(weights.ENV_WEIGHTS, str(weights.default_weights_path()))
+    (tmp_path / "engines").mkdir()
+    monkeypatch.setattr(weights, "repo_engines_dir", lambda: tmp_path / "engines")
+
+
 def _json(capsys, argv):
     assert main(argv) == 0
     return json.loads(capsys.readouterr().out)
@@ -108,9 +118,9 @@ def test_decisions_come_from_the_cache(home, capsys):
     assert preset is None and "no preset keeps" in why
     assert doctor.choose_preset(rep, "onnxruntime", 96, 64, 24, ["default"]) == (None, "no doctor measurement for onnxruntime")
 
-    # the frame server's path: model=auto with this cache; lite has no shipped weights, so never picked
+    # the frame server's path: model=auto with this cache (default keeps up: picked, lite or not)
     preset, why = doctor.pick_model("auto", "auto", 96, 64, slow_fps)
-    assert preset == "default" and "doctor cache" in why and "lite: no shipped weights" in why
+    assert preset == "default" and "doctor cache" in why
     assert doctor.pick_model("lite", "auto", 96, 64, 24) == ("lite", "asked for")
     with Upscaler(backend="torch-cpu") as up:
         if up.backend_name == runtime:
@@ -120,8 +130,7 @@ def test_decisions_come_from_the_cache(home, capsys):
 
 def test_frame_server_takes_its_speed_from_the_cache(home, capsys, h265_small_clip):
     """open_media (the frame server's and `play`'s registration): the doctor's number when this
-    machine has one, else two frames timed; model=lite without shipped weights: one clear error."""
-    from mpv_srunet.errors import SRUNetError
+    machine has one, else two frames timed; model=lite opens the shipped lite weights."""
     from mpv_srunet.mpv.media import UpscalerPool, open_media
 
     pool = UpscalerPool()
@@ -137,5 +146,35 @@ def test_frame_server_takes_its_speed_from_the_cache(home, capsys, h265_small_cl
         assert ms == pytest.approx(doctor.estimate_ms(rep, runtime, "default", 160, 96))
     finally:
         media.close()
+    media, _ = open_media("3", str(h265_small_clip), pool, backend="torch-cpu", use_sidecar=False, model="lite")
+    try:  # the shipped lite weights
+        assert media.upscaler.cfg.n_filters == 32 and media.upscaler.weights_info.name == "srunet_lite.safetensors"
+    finally:
+        media.close()
+
+
+def test_a_preset_without_weights_is_never_picked_nor_played(home, capsys, h265_small_clip, without_lite_weights):
+    """model=auto skips a preset whose weights do not ship; model=lite then stops with one clear error."""
+    from mpv_srunet.errors import SRUNetError
+    from mpv_srunet.mpv.media import UpscalerPool, open_media
+
+    rep = _json(capsys, ARGS + ["--json"])
+    big = next(r for r in rep["rows"] if r["size"] == "96x64")
+    preset, why = doctor.pick_model("auto", "auto", 96, 64, 0.5 * 1000 / big["ms"])
+    assert preset == "default" and "lite: no shipped weights" in why
     with pytest.raises(SRUNetError, match="lite.*no trained weights ship"):
-        open_media("3", str(h265_small_clip), pool, backend="torch-cpu", use_sidecar=False, model="lite")
+        open_media("3", str(h265_small_clip), UpscalerPool(), backend="torch-cpu", use_sidecar=False, model="lite")
+
+
+def test_auto_falls_back_to_the_shipped_lite_weights(home, capsys, monkeypatch):
+    """model=auto: `default` when it keeps real time, else the shipped `lite` when the cache says it does.
+
+    The default rows are this machine's measurement; the lite row is that measurement at a quarter
+    (lite's share of the MACs) so that the decision does not hang on this CPU's timing."""
+    rep = _json(capsys, ARGS + ["--json"])
+    big = next(r for r in rep["rows"] if r["size"] == "96x64")
+    rep["rows"].append(dict(big, preset="lite", ms=big["ms"] / 4))
+    monkeypatch.setattr(doctor, "cached_report_quietly", lambda: rep)
+    assert doctor.pick_model("auto", "torch-cpu", 96, 64, 0.5 * 1000 / big["ms"])[0] == "default"
+    preset, why = doctor.pick_model("auto", "torch-cpu", 96, 64, 2 * 1000 / big["ms"])
+    assert preset == "lite" and "doctor cache" in why and "no shipped weights" not in why

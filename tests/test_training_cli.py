@@ -93,6 +93,11 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "alpha" in err and len(err.splitlines()) == 1
+    # a missing --compare file stops the export before anything is written
+    out5 = tmp_path / "w5.safetensors"
+    assert main(["train", "export", str(run2), str(out5), "--compare", str(tmp_path / "nope.pth")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "nope.pth" in err and len(err.splitlines()) == 1 and not out5.exists()
 
 
 def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:

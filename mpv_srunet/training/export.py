@@ -146,6 +146,7 @@ def export_run(
         raise UsageError("--endpoints needs --blend RUN (the fidelity endpoint, normally the warm-start run)")
     if endpoints and half:
         raise UsageError("--endpoints writes fp32 tensors; drop --half")
+    others = {str(p): load_model(p)[0] for p in compare or []}  # a bad path stops here, before anything is written
     fidelity = None
     if blend is not None:
         base = generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0]
@@ -208,8 +209,8 @@ def export_run(
     if sweep:
         report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}}
                                  for r in sweep]
-    if compare:
-        report["compare"] = {str(p): full_validation(load_model(p)[0], cfg["data"]) for p in compare}
+    if others:
+        report["compare"] = {name: full_validation(m, cfg["data"]) for name, m in others.items()}
     write_text_atomic(run_dir / "export.json", json.dumps(report, indent=1))
     if card is not None:
         write_text_atomic(card, model_card(report, out))
