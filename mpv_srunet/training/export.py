@@ -13,7 +13,7 @@ import torch
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import load_model, save_endpoints, save_weights
+from ..weights import blend_state_dicts, load_model, save_endpoints, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -219,8 +219,6 @@ def export_run(
 
 def _blend_deploy(fidelity: SRUNet, perceptual: SRUNet, strength: float) -> SRUNet:
     """The deploy-form model that loading a two-endpoint file at ``strength`` gives."""
-    from ..weights import blend_state_dicts
-
     out = SRUNet(perceptual.cfg, deploy=True)
     out.load_state_dict(blend_state_dicts(fidelity.state_dict(), perceptual.state_dict(), strength))
     return out.eval()
