@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         thrash_warning,
         write_text_atomic,
     )
-    from ..weights import load_model, preset_weights_path
+    from ..weights import load_model
 
     out = Path(args.output).expanduser()
     if out.is_dir():
@@ -58,10 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not 2 <= args.max_binds <= MAX_BINDS:
         raise UsageError(f"--max-binds {args.max_binds}: expected 2..{MAX_BINDS} (mpv fails silently above {MAX_BINDS})")
     options.checked_strength(args)
-    weights = args.weights
-    if weights is None and args.model == "lite":
-        weights = str(preset_weights_path(args.model))
-    model, info = load_model(weights, deploy=True, strength=args.strength)
+    model, info = load_model(options.weights_for_file(args), deploy=True, strength=args.strength)
     shader = export_glsl(model, info, GlslOptions(max_binds=args.max_binds, min_scale=args.min_scale, variant=args.variant))
     write_text_atomic(out, shader.text)
     print(f"{out}: {shader_summary(shader)}")

@@ -33,6 +33,16 @@ def add_model(p: Parser, help: str) -> None:
     p.add_argument("--model", choices=MODELS, default="auto", help=help)
 
 
+def weights_for_file(args: argparse.Namespace) -> str | None:
+    """``--weights``, else the shipped weights of ``--model lite``; None (the default weights) for
+    ``default`` and ``auto``: a file needs no real time, so auto is the best quality."""
+    if args.weights is None and args.model == "lite":
+        from ..weights import preset_weights_path
+
+        return str(preset_weights_path(args.model))
+    return args.weights
+
+
 def add_strength(p: Parser, help: str = STRENGTH_HELP) -> None:
     p.add_argument("--strength", type=float, default=None, help=help)
 

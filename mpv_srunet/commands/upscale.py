@@ -65,12 +65,7 @@ def _upscale(args: argparse.Namespace, backend_opts: dict) -> int:
     opts = UpscaleOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
                           batch_size=max(1, args.batch), progress=not args.no_progress,
                           ytdl_format=args.ytdl_format)
-    weights = args.weights
-    if weights is None and args.model == "lite":
-        from ..weights import preset_weights_path
-
-        weights = str(preset_weights_path(args.model))
-    with Upscaler(weights, backend=args.backend, batch_size=opts.batch_size, strength=args.strength,
+    with Upscaler(options.weights_for_file(args), backend=args.backend, batch_size=opts.batch_size, strength=args.strength,
                   **backend_opts) as up:
         rep = upscale_file(args.input, args.output, up, opts)
         fps = rep.frames / rep.seconds if rep.seconds else 0.0

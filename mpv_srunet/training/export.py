@@ -13,7 +13,7 @@ import torch
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import blend_state_dicts, load_model, save_endpoints, save_weights
+from ..weights import blend_state_dicts, build_from_state_dict, load_model, save_endpoints, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -28,6 +28,16 @@ def generator_from_checkpoint(path: Path) -> tuple[SRUNet, dict[str, Any]]:
     return model.eval(), st
 
 
+def check_blendable(gan: SRUNet, base: SRUNet, alpha: float) -> None:
+    """UsageError unless ``gan`` and ``base`` can be blended at ``alpha``: one preset, one form, alpha in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha {alpha}: expected a value in [0, 1]")
+    if gan.cfg != base.cfg:
+        raise UsageError(f"cannot blend a {gan.cfg} model with a {base.cfg} model; both must be the same preset")
+    if gan.state_dict().keys() != base.state_dict().keys():
+        raise UsageError("cannot blend: the two generators do not hold the same tensors (one train form, one deploy form?)")
+
+
 def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
     """Network interpolation (Wang et al., ESRGAN, 2018): ``alpha * gan + (1 - alpha) * base``.
 
@@ -37,13 +47,8 @@ def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
     (alpha -> 0) smoothly. SR-UNet's blocks have no BatchNorm, so blending the
     train form and fusing equals fusing and blending.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha {alpha}: expected a value in [0, 1]")
-    if gan.cfg != base.cfg:
-        raise UsageError(f"cannot blend a {gan.cfg} model with a {base.cfg} model; both must be the same preset")
+    check_blendable(gan, base, alpha)
     sa, sb = gan.state_dict(), base.state_dict()
-    if sa.keys() != sb.keys():
-        raise UsageError("cannot blend: the two generators do not hold the same tensors (one train form, one deploy form?)")
     out = SRUNet(gan.cfg, deploy=False)
     out.load_state_dict({k: (alpha * sa[k].float() + (1.0 - alpha) * sb[k].float()).to(sa[k].dtype) for k in sa})
     return out.eval()
@@ -153,7 +158,7 @@ def export_run(
         if alpha == "auto":
             alpha, sweep = pick_alpha(model, base, cfg["data"])
         if endpoints:
-            interpolate_generators(model, base, float(alpha))  # the same checks: one preset, one form
+            check_blendable(model, base, float(alpha))
             fidelity = reparameterize_model(base).eval()
         else:
             model = interpolate_generators(model, base, float(alpha))
@@ -196,8 +201,11 @@ def export_run(
     if sweep:
         meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
     elif evaluate_full:
-        meta["validation"] = full_validation(_blend_deploy(fidelity, deploy, float(alpha)) if fidelity is not None else deploy,
-                                             cfg["data"])
+        if fidelity is not None:  # what loading the file at its default strength gives
+            sd = blend_state_dicts(fidelity.state_dict(), deploy.state_dict(), float(alpha))
+            meta["validation"] = full_validation(build_from_state_dict(sd, deploy.cfg, "deploy", source=str(out)), cfg["data"])
+        else:
+            meta["validation"] = full_validation(deploy, cfg["data"])
     root = Path(os.path.commonpath([run_dir.resolve(), Path(cfg["data"]).resolve()]))
     if root != Path(root.anchor):  # run and data share a project folder
         meta["provenance"] = _portable_paths(meta["provenance"], root)
@@ -215,13 +223,6 @@ def export_run(
     if card is not None:
         write_text_atomic(card, model_card(report, out))
     return report
-
-
-def _blend_deploy(fidelity: SRUNet, perceptual: SRUNet, strength: float) -> SRUNet:
-    """The deploy-form model that loading a two-endpoint file at ``strength`` gives."""
-    out = SRUNet(perceptual.cfg, deploy=True)
-    out.load_state_dict(blend_state_dicts(fidelity.state_dict(), perceptual.state_dict(), strength))
-    return out.eval()
 
 
 def _loss_text(cfg: dict[str, Any], step: int) -> str:
