@@ -199,3 +199,26 @@ def test_backend_failure_mid_stream_serves_bicubic_and_reports(small_clip, tiny_
         assert y.std() > 5  # a real (bicubic) picture, not a blank frame
     finally:
         media.close()
+
+
+def test_closed_media_starts_no_render_thread(small_clip, tiny_weights) -> None:
+    """A read racing close() (mpv re-reads after its stream was cancelled) used to make a fresh store
+    whose render thread nobody joined; `play` could then exit with it inside onnxruntime and abort
+    ("terminate called without an active exception"). After close, no store and no thread start."""
+    import threading
+
+    from mpv_srunet.mpv.media import UpscalerPool, open_media
+    from mpv_srunet.mpv.render import Cancelled
+
+    pool = UpscalerPool()
+    media, _ = open_media("1", str(small_clip), pool, weights=str(tiny_weights), backend="onnxruntime")
+    assert len(media.store("sr").get(0)) == media.layout.record_bytes
+    assert media.close(wait=60)
+    before = {t.ident for t in threading.enumerate() if t.name == "srunet-render"}
+    for variant in ("sr", "compare"):
+        with pytest.raises(Cancelled):
+            media.store(variant)
+        with pytest.raises(Cancelled):
+            next(iter(media.chunks(variant, len(media.layout.header), None, lambda: False)))
+    assert {t.ident for t in threading.enumerate() if t.name == "srunet-render"} <= before
+    assert media.close(wait=0)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ..colour import Colour, frame_colour
 from ..errors import SRUNetError
-from .render import VARIANTS, FrameRenderer, FrameStore, RenderStats
+from .render import VARIANTS, Cancelled, FrameRenderer, FrameStore, RenderStats
 from .source import EndOfStream, FrameSource, SourceInfo, is_url, probe
 from .y4m import Y4MLayout
 
@@ -102,6 +102,7 @@ class Media:
         self._stores: dict[str, tuple[FrameStore, FrameSource]] = {}
         self._lock = threading.Lock()
         self._closed_stores: list[FrameStore] = []  # joined by close(wait=...)
+        self._closed = False  # no store (render thread) may start after close(): it would go unjoined
         self.generation: dict[str, int] = {v: 0 for v in VARIANTS}
         #: why the source could not be read (cut/stalled connection, a seek that cannot land): the
         #: script then plays the original at the current position
@@ -113,6 +114,8 @@ class Media:
         if variant not in VARIANTS:
             raise KeyError(variant)
         with self._lock:
+            if self._closed:  # a read that raced close(): its new render thread would outlive the join
+                raise Cancelled(f"media {self.id} is closed")
             if variant not in self._stores:
                 src = FrameSource(self.info)
                 r = FrameRenderer(src, self.upscaler, self.layout, self.colour, variant, self.stats, self._infer_lock)
@@ -123,6 +126,7 @@ class Media:
         """Stop rendering; each decoder closes on its render thread once the current frame is done.
         ``wait``: seconds to wait for those threads to finish; False if one is still rendering."""
         with self._lock:
+            self._closed = True
             for store, _src in self._stores.values():
                 store.close()
                 self._closed_stores.append(store)

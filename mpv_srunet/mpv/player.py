@@ -190,7 +190,7 @@ class SRUNetPlayer:
         self._n = 0
         self._slow = 0
         self._started = threading.Event()
-        self._workers: list[threading.Thread] = []  # on_load preparations (they may be inside the model)
+        self._workers: list[threading.Thread] = []  # on_load preparations, strength swaps (inside the model)
         self._ended: list[Media] = []  # media of ended files, until their render threads are done
         self._hook_add, self._hook_continue = _hook_api(mpv)
         self.player.register_event_callback(self._on_event)
@@ -272,7 +272,9 @@ class SRUNetPlayer:
         value = min(1.0, max(0.0, round(cur + delta, 2)))
         self.pool.strength = value  # what new media and the next step start from
         self.osd(f"detail strength {value:.2f} (0 fidelity, 1 perceptual)", 2)
-        threading.Thread(target=self._apply_strength, name="srunet-strength", daemon=True).start()
+        worker = threading.Thread(target=self._apply_strength, name="srunet-strength", daemon=True)
+        self._workers = [t for t in self._workers if t.is_alive()] + [worker]  # it rebuilds backends
+        worker.start()
 
     def _apply_strength(self) -> None:
         with self._strength_lock:
