@@ -1,7 +1,8 @@
 """`mpv-srunet finetune`: per-video weights are written only when they pay.
 
 The rule (mpv_srunet.training.finetune.passes): on the clip's own frames, LPIPS-alex at
-least 10 % below the weights it started from, with no PSNR-Y loss. A run that cannot
+least 10 % below the weights it started from, with no PSNR-Y loss and no period-2
+texture (grid share at most 1.5x the base's or white noise's). A run that cannot
 meet it (no steps, an unreachable margin) writes nothing, says so in one line and exits 3.
 """
 
@@ -15,17 +16,29 @@ import pytest
 
 from mpv_srunet.cli import main
 from mpv_srunet.commands.finetune import NO_GAIN_EXIT
-from mpv_srunet.training.finetune import passes, sidecar_path
+from mpv_srunet.metrics.grid import white_noise_share
+from mpv_srunet.training.finetune import grid_limit, passes, sidecar_path
 
 SMALL = ["--batch", "2", "--patch", "40", "--max-frames", "6", "--no-progress"]
 
 
 def test_the_rule() -> None:
-    base = (30.0, 0.9, 0.20)
-    assert passes((30.0, 0.9, 0.18), base, 0.10)  # exactly 10 % lower, same PSNR
-    assert not passes((30.0, 0.9, 0.181), base, 0.10)  # 9.5 %
-    assert not passes((29.99, 0.9, 0.10), base, 0.10)  # any PSNR-Y loss fails
-    assert passes((31.0, 0.8, 0.10), base, 0.10)  # SSIM is reported, not judged
+    base = (30.0, 0.9, 0.20, 0.003)
+    limit = grid_limit(base[3], 1080, 1920, 1.5)
+    assert limit == 1.5 * 0.003
+    assert passes((30.0, 0.9, 0.18, 0.003), base, 0.10, limit)  # exactly 10 % lower, same PSNR
+    assert not passes((30.0, 0.9, 0.181, 0.003), base, 0.10, limit)  # 9.5 %
+    assert not passes((29.99, 0.9, 0.10, 0.003), base, 0.10, limit)  # any PSNR-Y loss fails
+    assert passes((31.0, 0.8, 0.10, 0.003), base, 0.10, limit)  # SSIM is reported, not judged
+    # the example clip's unblurred-LPIPS fit: -14.8 % LPIPS-alex, +0.07 dB, but a 2-pixel texture
+    assert not passes((30.07, 0.9, 0.17, 0.100), base, 0.10, limit)
+    assert passes((30.0, 0.9, 0.17, limit), base, 0.10, limit)
+
+
+def test_the_grid_limit_has_the_white_noise_floor() -> None:
+    """A base smoother than white noise (grid below the noise share) is not held to its own level."""
+    assert grid_limit(0.0, 1080, 1920, 1.5) == pytest.approx(1.5 * white_noise_share(1080, 1920)) == pytest.approx(0.00217, abs=1e-5)
+    assert grid_limit(0.01, 1080, 1920, 1.5) == pytest.approx(0.015)
 
 
 def _clip(src: Path, tmp_path: Path) -> Path:
@@ -40,7 +53,7 @@ def test_no_steps_writes_no_sidecar(h265_small_clip: Path, tmp_path: Path, capsy
     assert main(["finetune", str(clip), "--steps", "0", *SMALL]) == NO_GAIN_EXIT == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("srunet.finetune: no sidecar written:") and len(err.splitlines()) == 1, err
-    assert "needs >= 10 %" in err and "Traceback" not in err
+    assert "needs >= 10 %" in err and "grid share" in err and "Traceback" not in err
     assert not sidecar_path(clip).exists() and list(tmp_path.iterdir()) == [clip]
 
 
@@ -87,6 +100,7 @@ def test_a_sidecar_that_pays_is_written_and_loads(h265_small_clip: Path, noisy_w
     _, info = load_model(side)
     v = info.metadata["validation"]
     assert v["lpips_alex"] <= 0.9 * v["base_lpips_alex"] and v["psnr_y"] >= v["base_psnr_y"]
+    assert v["grid_share"] <= v["max_grid_share"] == pytest.approx(1.5 * max(v["base_grid_share"], white_noise_share(96, 160)))
     assert info.metadata["provenance"]["finetuned_on"] == clip.name and info.strength is None
     with pytest.raises(WeightsError, match="one set of weights"):
         load_model(side, strength=0.5)

@@ -4,7 +4,8 @@
     mpv-srunet finetune clip.mkv --steps 600 --base my.safetensors
 
 The sidecar is written only when, on the clip's own frames, it beats the weights it
-started from by >= 10 % LPIPS-alex with no PSNR-Y loss; otherwise nothing is written,
+started from by >= 10 % LPIPS-alex with no PSNR-Y loss and paints no 2-pixel
+stripe/checkerboard texture (grid share at most 1.5x the base's); otherwise nothing is written,
 one line says why and the exit status is 3. The player loads
 ``VIDEO.srunet.safetensors`` automatically when it sits next to the video.
 """
@@ -63,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     except NoGain as e:
         print(str(e), file=sys.stderr)
         return NO_GAIN_EXIT
-    (bp, bs, bl), (p0, s0, l0), (p1, s1, l1) = rep.bicubic, rep.base, rep.tuned
+    (bp, bs, bl, _), (p0, s0, l0, g0), (p1, s1, l1, g1) = rep.bicubic, rep.base, rep.tuned
     print(f"{rep.out}: {rep.size_bytes / 1e6:.3f} MB (fp16), step {rep.best_step} of {rep.steps} ({rep.seconds:.0f} s, "
           f"{rep.steps_per_s:.2f} steps/s), {rep.frames} frames at CRF {args.crf}")
     print(f"  LPIPS-alex {l1:.4f} (base {l0:.4f}, H.265+bicubic {bl:.4f}): {100 * rep.lpips_gain:.1f} % lower; "
-          f"PSNR-Y {p1:.3f} dB (base {p0:.3f}, bicubic {bp:.3f}); SSIM-Y {s1:.4f} (base {s0:.4f}, bicubic {bs:.4f})")
+          f"PSNR-Y {p1:.3f} dB (base {p0:.3f}, bicubic {bp:.3f}); SSIM-Y {s1:.4f} (base {s0:.4f}, bicubic {bs:.4f}); "
+          f"grid share {g1:.4f} (base {g0:.4f}, at most {rep.max_grid:.4f})")
     return 0
 
 
