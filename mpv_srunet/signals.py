@@ -2,6 +2,10 @@
 
 So every ``finally`` runs (temporary outputs removed, threads joined) and the process exits with
 128 + the signal's number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
+
+A hang-up that was ignored when the process started (``nohup mpv-srunet upscale ... &``, or an
+mpv started with nohup that starts the frame server) stays ignored, as nohup promises and as mpv
+itself does: :func:`exit_signals` leaves SIGHUP out then. SIGINT and SIGTERM always end a command.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def exit_signals() -> tuple[signal.Signals, ...]:
+    """The signals to end on: :data:`EXIT_SIGNALS`, less SIGHUP while it is ignored (nohup)."""
+    return tuple(s for s in EXIT_SIGNALS if not (s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN))
 
 
 class Signalled(BaseException):
@@ -36,7 +45,7 @@ def raise_on_exit_signals() -> Iterator[None]:
             got.append(signum)
             raise Signalled(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
+    previous = {s: signal.signal(s, on_signal) for s in exit_signals()}
     try:
         yield
     finally:

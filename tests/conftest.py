@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import warnings
@@ -13,6 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Children start as from a terminal: a hang-up ends them. Under `nohup pytest` (or any parent that
+# ignores SIGHUP) they would inherit "ignored", which mpv keeps and our commands honour
+# (mpv_srunet.signals.exit_signals), and every SIGHUP test would wait for a process that lives on.
+# Tests of the nohup case start their process with nohup themselves.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ANCHORS = REPO.parent / "shared" / "anchors" / "fast-sr-unet"

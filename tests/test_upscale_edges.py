@@ -283,6 +283,43 @@ def test_signal_leaves_no_temporary_and_no_created_folder(tmp_path, tiny_weights
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup (coreutils)")
+def test_nohup_upscale_survives_a_hang_up(tmp_path, tiny_weights):
+    """`nohup mpv-srunet upscale ... &`: a SIGHUP is ignored (frames keep coming); SIGTERM still ends it."""
+    clip = make_h265_clip(tmp_path / "long.mkv", 480, 270, frames=96, audio=False)
+    work = tmp_path / "out"
+    work.mkdir()
+    proc = subprocess.Popen(["nohup", sys.executable, "-m", "mpv_srunet.cli", "upscale", str(clip),
+                             str(work / "frames" / "f%04d.png"), "--weights", str(tiny_weights), "--no-progress"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=srunet_env())
+
+    def written() -> int:
+        return sum(1 for d in work.iterdir() if d.is_dir() for _ in d.rglob("*.png"))
+
+    def wait_until(pred, what: str) -> None:
+        deadline = time.monotonic() + 180
+        while not pred():
+            assert proc.poll() is None, f"exited {proc.returncode} before {what}: {proc.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, f"no {what}"
+            time.sleep(0.1)
+
+    try:
+        wait_until(lambda: written() > 0, "first frame")
+        proc.send_signal(signal.SIGHUP)
+        after = written()
+        wait_until(lambda: written() >= after + 3, "frames after the hang-up")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip() == "mpv-srunet: interrupted by SIGTERM; nothing written", err
+    assert list(work.iterdir()) == []
+
+
 class _DyingServer(BaseHTTPRequestHandler):
     """Announces the whole file, sends ``cut`` of it and closes: a server that died mid-transfer."""
 

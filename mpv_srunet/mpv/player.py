@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SRUNetError, UsageError
-from ..signals import EXIT_SIGNALS, Signalled
+from ..signals import EXIT_SIGNALS, Signalled, exit_signals
 from .media import Media, UpscalerPool, open_media
 from .render import Cancelled
 from .source import is_url
@@ -494,7 +494,7 @@ def play_until_done(opts: PlayOptions, sources: list[str]) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         raise Signalled(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
+    previous = {s: signal.signal(s, on_signal) for s in exit_signals()}
     code, player, clean = 0, None, True
     try:
         player = SRUNetPlayer(opts)

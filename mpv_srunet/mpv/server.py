@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SRUNetError
+from ..signals import exit_signals
 from .media import Media, UpscalerPool, open_media
 from .render import VARIANTS, Cancelled
 
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep_stale_control_dirs()
     control_dir = Path(tempfile.mkdtemp(prefix=CONTROL_PREFIX))
     (control_dir / "server.pid").write_text(str(os.getpid()))
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # 143, 130, 129; control dir removed
+    for sig in exit_signals():  # 130, 143, 129 (SIGHUP stays ignored under nohup); control dir removed
         signal.signal(sig, lambda signum, _frame: _exit(control_dir, 128 + signum))
     server = FrameServer(control_dir, backend=args.backend, weights=args.weights, strength=args.strength)
     threading.Thread(target=_watchdog, args=(parent, args.mpv_pid, control_dir), daemon=True).start()
