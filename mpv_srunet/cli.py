@@ -6,8 +6,8 @@ Modules are imported lazily by name so that a missing optional dependency of one
 command never breaks the others.
 
 Errors: a :class:`~mpv_srunet.errors.SRUNetError` (or a bad argument) prints one
-line on stderr and exits 2; Ctrl-C exits 130. ``MPV_SRUNET_DEBUG=1`` shows
-tracebacks.
+line on stderr and exits 2; Ctrl-C exits 130, SIGTERM 143 and a hang-up 129 (ignored under
+nohup), each after the command's clean-up. ``MPV_SRUNET_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from . import __version__
 from .errors import SRUNetError
+from .signals import Signalled, raise_on_exit_signals
 
 #: (module, one-line help) in the order `--help` shows them.
 COMMAND_MODULES: list[str] = [
@@ -76,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        # SIGTERM and a hang-up end any command like Ctrl-C does: its clean-up runs (temporary
+        # outputs removed, children ended) and it exits 143 / 129 with one line. Commands with more
+        # to say (upscale, eval, play, train run) handle them first; Ctrl-C stays KeyboardInterrupt.
+        with raise_on_exit_signals(only=(signal.SIGTERM, signal.SIGHUP)):
+            return int(args.func(args) or 0)
+    except Signalled as e:
+        print(f"mpv-srunet: interrupted by {e}", file=sys.stderr)
+        return e.exit_code
     except SRUNetError as e:
         if os.environ.get("MPV_SRUNET_DEBUG"):
             raise

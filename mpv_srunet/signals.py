@@ -11,8 +11,9 @@ itself does: :func:`exit_signals` leaves SIGHUP out then. SIGINT and SIGTERM alw
 from __future__ import annotations
 
 import signal
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -35,9 +36,10 @@ class Signalled(BaseException):
 
 
 @contextmanager
-def raise_on_exit_signals() -> Iterator[None]:
-    """Within the block, the first exit signal raises :class:`Signalled` in the main thread; later
-    ones are ignored, so they cannot cut short the (bounded) clean-up the first one started."""
+def raise_on_exit_signals(only: Iterable[int] | None = None) -> Iterator[None]:
+    """Within the block, the first exit signal (of ``only``, when given) raises :class:`Signalled`
+    in the main thread; later ones are ignored, so they cannot cut short the (bounded) clean-up the
+    first one started. Outside the main thread, where Python cannot set handlers, it does nothing."""
     got: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -45,7 +47,11 @@ def raise_on_exit_signals() -> Iterator[None]:
             got.append(signum)
             raise Signalled(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in exit_signals()}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = exit_signals() if only is None else tuple(s for s in exit_signals() if s in set(only))
+    previous = {s: signal.signal(s, on_signal) for s in wanted}
     try:
         yield
     finally:

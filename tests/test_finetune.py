@@ -9,6 +9,10 @@ meet it (no steps, an unreachable margin) writes nothing, says so in one line an
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +110,32 @@ def test_a_sidecar_that_pays_is_written_and_loads(h265_small_clip: Path, noisy_w
         load_model(side, strength=0.5)
     with Upscaler(weights=side, backend="torch-cpu") as up:
         assert up.upscale(np.full((48, 80, 3), 100, np.uint8)).shape == (96, 160, 3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_mid_run_ends_it_cleanly(h265_small_clip: Path, tiny_weights: Path, tmp_path: Path, sig) -> None:
+    """SIGTERM / a hang-up while fitting (any command, through the CLI's handler): exit 128 + N,
+    one line, no traceback, no sidecar and no temporary file."""
+    from test_mpv_helpers import srunet_env
+
+    clip = _clip(h265_small_clip, tmp_path)
+    err = tmp_path.parent / f"{tmp_path.name}.stderr"
+    with open(err, "w") as ef:
+        proc = subprocess.Popen([sys.executable, "-m", "mpv_srunet.cli", "-v", "finetune", str(clip), "--base",
+                                 str(tiny_weights), "--steps", "100000", "--eval-every", "1", *SMALL],
+                                stdout=subprocess.DEVNULL, stderr=ef, env=srunet_env())
+    try:
+        deadline = time.monotonic() + 180
+        while "step 1:" not in err.read_text():  # fitting and measuring
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert proc.returncode == 128 + sig, text[-2000:]
+    assert text.strip().splitlines()[-1] == f"mpv-srunet: interrupted by {sig.name}" and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == [clip]

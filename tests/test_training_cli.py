@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -112,10 +113,11 @@ def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path) -> None:
-    """A real Ctrl-C (SIGINT) to a running `train run`: exit 130 and a checkpoint that resumes."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path, sig) -> None:
+    """A real Ctrl-C (SIGINT) or hang-up to a running `train run`: exit 130 / 129 and a checkpoint
+    that resumes."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -135,9 +137,10 @@ def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path) -
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted by {sig.name}" in err and "Traceback" not in err
     step = int(load_checkpoint(run / "checkpoint.pt")["step"])
     assert step >= 2
     done = subprocess.run(args + ["--steps", str(step + 2), "--resume"], env=env, capture_output=True, text=True, timeout=300)

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..model import SRUNet, SRUNetCfg, create_model
+from ..signals import Signalled, exit_signals
 from .checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .data import PairStore, PatchSampler
 from .discriminator import Discriminator
@@ -263,8 +264,9 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train up to ``cfg.steps``; checkpoint periodically, at the end and on Ctrl-C/SIGTERM.
 
-        The first Ctrl-C (or SIGTERM) stops *between* steps, so the checkpoint it
-        writes resumes exactly; a second one aborts at once.
+        The first Ctrl-C (or SIGTERM, or a hang-up) stops *between* steps, so the checkpoint
+        it writes resumes exactly, then raises :class:`~mpv_srunet.signals.Signalled`; a second
+        Ctrl-C aborts at once.
         """
         from ..progress import progress_bar
 
@@ -287,7 +289,7 @@ class Trainer:
                 self._flush_log(runlog)
                 self.save()
                 log.warning("interrupted: checkpoint saved at step %d in %s", self.step, self.out / CHECKPOINT_NAME)
-                raise KeyboardInterrupt
+                raise Signalled(stop.signum)  # exit 128 + N: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
         if not val:
             val = self._log_val(runlog, None)
         self.save()
@@ -347,19 +349,22 @@ def _finish(gen: SRUNet, x: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
 
 
 class _StopOnSignal:
-    """Turn the first SIGINT/SIGTERM into a stop request; a second SIGINT interrupts at once."""
+    """Turn the first SIGINT/SIGTERM/SIGHUP (not a hang-up under nohup) into a stop request; a
+    second SIGINT interrupts at once."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self.signum = True, signum
 
     def __enter__(self) -> "_StopOnSignal":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in exit_signals():
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: keep the default behaviour
