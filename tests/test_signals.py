@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,13 +34,16 @@ pytestmark = [
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 BACKEND = "onnxruntime"  # a C++ runtime with its own threads: where an unclean exit aborts
 
-#: Writes "flowing" once 0.3 s of the (upscaled) video has played; "w=<width>" each restart.
+#: Writes "flowing" once 0.3 s of the (upscaled) video has played; "w=<width>" each restart;
+#: "s=<second>" each time the playback position enters another second.
 PROBE_LUA = """
 local out = "{out}"
 local done = false
 local function note(s) local f = io.open(out, "a"); f:write(s .. "\\n"); f:close() end
 mp.register_event("playback-restart", function() note("w=" .. mp.get_property("video-params/w", "?")) end)
+local sec = -1
 mp.observe_property("time-pos", "number", function(_, t)
+  if t and math.floor(t) ~= sec then sec = math.floor(t); note("s=" .. sec) end
   if done or not t or t < 0.3 then return end
   done = true
   note("flowing")
@@ -109,15 +113,16 @@ def test_play_ends_cleanly_on_signal_while_frames_flow(tmp_path, clip, tiny_weig
 
 
 @contextlib.contextmanager
-def _mpv_upscaling(tmp_path: Path, clip: Path, tiny_weights: Path) -> Iterator[tuple[subprocess.Popen, Path, Path, int]]:
-    """mpv with the script playing upscaled frames: (mpv, its log, the probe's record, the server pid);
-    whatever is left is killed at the end."""
+def _mpv_upscaling(tmp_path: Path, clip: Path, tiny_weights: Path,
+                   prefix: tuple[str, ...] = ()) -> Iterator[tuple[subprocess.Popen, Path, Path, int]]:
+    """mpv (run by ``prefix``, e.g. nohup) with the script playing upscaled frames: (mpv, its log,
+    the probe's record, the server pid); whatever is left is killed at the end."""
     lua, rec = _probe(tmp_path)
     log = tmp_path / "mpv.log"
-    cmd = mpv_cmd(script_dir(), "--vo=null", "--ao=null", "--loop-file=inf", f"--log-file={log}", f"--script={lua}",
-                  str(clip), opts={"weights": str(tiny_weights), "backend": BACKEND, "policy": "wait"})
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=srunet_env(),
-                            start_new_session=True)
+    cmd = [*prefix, *mpv_cmd(script_dir(), "--vo=null", "--ao=null", "--loop-file=inf", f"--log-file={log}", f"--script={lua}",
+                  str(clip), opts={"weights": str(tiny_weights), "backend": BACKEND, "policy": "wait"})]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=srunet_env(), start_new_session=True)
     try:
         _wait_for(lambda: "flowing" in _text(rec) and server_pids(proc.pid), proc, "upscaled playback")
         assert "w=320" in _text(rec), _text(rec)
@@ -148,6 +153,22 @@ def test_lua_mpv_and_server_end_cleanly_on_signal_to_the_group(tmp_path, clip, t
         time.sleep(0.05)
     assert not control.exists(), "control directory left behind"
     assert not _running(server), "frame server still running"
+
+
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup (coreutils)")
+def test_nohup_mpv_and_server_play_on_through_a_hang_up(tmp_path, clip, tiny_weights) -> None:
+    """`nohup mpv --script=...`: a hang-up to the group is ignored by mpv and by its frame server
+    (which inherits the ignore and keeps it): upscaled playback goes on; SIGTERM then ends both."""
+    with _mpv_upscaling(tmp_path, clip, tiny_weights, prefix=("nohup",)) as (proc, log, rec, server):
+        os.killpg(proc.pid, signal.SIGHUP)
+        seconds = _text(rec).count("s=")
+        _wait_for(lambda: _text(rec).count("s=") >= seconds + 2, proc, "two more seconds of playback", 60)
+        assert _running(server), "frame server ended by the hang-up"
+        assert "playing the original" not in _text(log) and "w=160" not in _text(rec), _text(log)[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 4, (rc, _text(log)[-3000:])
+    assert wait_no_servers(proc.pid) == [], "frame server left running"
 
 
 def _running(pid: int) -> bool:

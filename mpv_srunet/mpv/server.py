@@ -268,6 +268,18 @@ def _set_parent_death_signal() -> None:
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
+def _ignores_hangup(pid: int | None) -> bool:
+    """Linux: whether process ``pid`` ignores SIGHUP (an mpv started with nohup). mpv starts its
+    subprocesses with every signal at its default, so the server asks mpv's /proc entry instead."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGHUP - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -349,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_stale_control_dirs()
     control_dir = Path(tempfile.mkdtemp(prefix=CONTROL_PREFIX))
     (control_dir / "server.pid").write_text(str(os.getpid()))
+    if args.mpv_pid is not None and _ignores_hangup(args.mpv_pid):  # mpv under nohup: so is its server
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for sig in exit_signals():  # 130, 143, 129 (SIGHUP stays ignored under nohup); control dir removed
         signal.signal(sig, lambda signum, _frame: _exit(control_dir, 128 + signum))
     server = FrameServer(control_dir, backend=args.backend, weights=args.weights, strength=args.strength)
