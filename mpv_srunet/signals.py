@@ -50,8 +50,8 @@ def raise_on_exit_signals(only: Iterable[int] | None = None) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    wanted = exit_signals() if only is None else tuple(s for s in exit_signals() if s in set(only))
-    previous = {s: signal.signal(s, on_signal) for s in wanted}
+    wanted = exit_signals() if only is None else set(only)
+    previous = {s: signal.signal(s, on_signal) for s in exit_signals() if s in wanted}
     try:
         yield
     finally:

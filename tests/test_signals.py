@@ -158,7 +158,8 @@ def test_lua_mpv_and_server_end_cleanly_on_signal_to_the_group(tmp_path, clip, t
 @pytest.mark.skipif(shutil.which("nohup") is None, reason="no nohup (coreutils)")
 def test_nohup_mpv_and_server_play_on_through_a_hang_up(tmp_path, clip, tiny_weights) -> None:
     """`nohup mpv --script=...`: a hang-up to the group is ignored by mpv and by its frame server
-    (which inherits the ignore and keeps it): upscaled playback goes on; SIGTERM then ends both."""
+    (which mpv starts with default signals: it follows mpv's SigIgn): upscaled playback goes on;
+    SIGTERM then ends both."""
     with _mpv_upscaling(tmp_path, clip, tiny_weights, prefix=("nohup",)) as (proc, log, rec, server):
         os.killpg(proc.pid, signal.SIGHUP)
         seconds = _text(rec).count("s=")

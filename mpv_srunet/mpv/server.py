@@ -268,7 +268,7 @@ def _set_parent_death_signal() -> None:
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
-def _ignores_hangup(pid: int | None) -> bool:
+def _ignores_hangup(pid: int) -> bool:
     """Linux: whether process ``pid`` ignores SIGHUP (an mpv started with nohup). mpv starts its
     subprocesses with every signal at its default, so the server asks mpv's /proc entry instead."""
     try:
