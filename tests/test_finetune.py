@@ -20,15 +20,15 @@ import pytest
 
 from mpv_srunet.cli import main
 from mpv_srunet.commands.finetune import NO_GAIN_EXIT
-from mpv_srunet.metrics.grid import white_noise_share
-from mpv_srunet.training.finetune import grid_limit, passes, sidecar_path
+from mpv_srunet.metrics.grid import grid_limit, white_noise_share
+from mpv_srunet.training.finetune import passes, sidecar_path
 
 SMALL = ["--batch", "2", "--patch", "40", "--max-frames", "6", "--no-progress"]
 
 
 def test_the_rule() -> None:
     base = (30.0, 0.9, 0.20, 0.003)
-    limit = grid_limit(base[3], 1080, 1920, 1.5)
+    limit = grid_limit(base[3], white_noise_share(1080, 1920), 1.5)
     assert limit == 1.5 * 0.003
     assert passes((30.0, 0.9, 0.18, 0.003), base, 0.10, limit)  # exactly 10 % lower, same PSNR
     assert not passes((30.0, 0.9, 0.181, 0.003), base, 0.10, limit)  # 9.5 %
@@ -41,8 +41,9 @@ def test_the_rule() -> None:
 
 def test_the_grid_limit_has_the_white_noise_floor() -> None:
     """A base smoother than white noise (grid below the noise share) is not held to its own level."""
-    assert grid_limit(0.0, 1080, 1920, 1.5) == pytest.approx(1.5 * white_noise_share(1080, 1920)) == pytest.approx(0.00217, abs=1e-5)
-    assert grid_limit(0.01, 1080, 1920, 1.5) == pytest.approx(0.015)
+    floor = white_noise_share(1080, 1920)
+    assert grid_limit(0.0, floor) == pytest.approx(1.5 * floor) == pytest.approx(0.00217, abs=1e-5)
+    assert grid_limit(0.01, floor) == pytest.approx(0.015)
 
 
 def _clip(src: Path, tmp_path: Path) -> Path:

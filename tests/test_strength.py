@@ -79,9 +79,9 @@ def test_shipped_weights_hold_both_endpoints() -> None:
     if not path.exists():
         pytest.skip(f"{path} not present")
     ends, cfg, form = read_endpoints(path)
-    assert form == "deploy" and cfg.n_filters == 64 and ends.default_strength == 0.9
+    assert form == "deploy" and cfg.n_filters == 64 and ends.default_strength == 1.0
     _, info = load_model(path)
-    assert info.strength == 0.9
+    assert info.strength == 1.0
     assert list(read_weights(path)[3]["srunet.endpoints"]) == list(ENDPOINTS)
 
 

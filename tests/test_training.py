@@ -345,9 +345,9 @@ def test_pick_alpha_takes_the_lowest_lpips_blend_that_beats_bicubic(tiny_data: P
 def test_choose_alpha_rule() -> None:
     from mpv_srunet.training.export import choose_alpha
 
-    def row(a, psnr, ssim, lp):
-        return {"alpha": a, "validation": {"psnr_y": psnr, "ssim_y": ssim, "lpips_alex": lp,
-                                           "bicubic_psnr_y": 39.9, "bicubic_ssim_y": 0.953}}
+    def row(a, psnr, ssim, lp, grid=0.003):
+        return {"alpha": a, "validation": {"psnr_y": psnr, "ssim_y": ssim, "lpips_alex": lp, "grid": grid,
+                                           "white_noise_grid": 0.0014, "bicubic_psnr_y": 39.9, "bicubic_ssim_y": 0.953}}
 
     sweep = [row(0.0, 40.3, 0.957, 0.185), row(0.5, 40.1, 0.956, 0.160), row(0.8, 39.96, 0.954, 0.150),
              row(0.9, 39.94, 0.9536, 0.140), row(1.0, 39.5, 0.950, 0.130)]
@@ -356,6 +356,16 @@ def test_choose_alpha_rule() -> None:
     assert choose_alpha(sweep, min_psnr_gain=0.0, min_ssim_gain=0.0) == 0.9
     with pytest.raises(UsageError, match="no blend beats"):
         choose_alpha(sweep[3:])
+    # the grid rule: at most 1.5x the fidelity end's (alpha 0) grid share, 0.0045 here
+    textured = [row(0.0, 40.3, 0.957, 0.185), row(0.5, 40.3, 0.957, 0.160, grid=0.0045),
+                row(0.8, 40.3, 0.957, 0.150, grid=0.0046), row(1.0, 40.3, 0.957, 0.130, grid=0.05)]
+    assert choose_alpha(textured) == 0.5
+    assert choose_alpha(textured, grid_ratio=20.0) == 1.0
+    # a fidelity end smoother than white noise is held to the noise floor (1.5 x 0.0014 = 0.0021)
+    smooth = [row(0.0, 40.3, 0.957, 0.185, grid=0.0005), row(1.0, 40.3, 0.957, 0.130, grid=0.002)]
+    assert choose_alpha(smooth) == 1.0
+    with pytest.raises(UsageError, match="checkerboard"):
+        choose_alpha([row(0.0, 39.9, 0.953, 0.185), row(1.0, 40.3, 0.957, 0.130, grid=0.05)])
 
 
 def test_resume_refuses_another_config(tiny_data: Path, tmp_path: Path) -> None:

@@ -150,8 +150,10 @@ def test_ctrl_c_checkpoints_between_steps_and_resume_continues(tmp_path: Path, s
 
 def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, capsys) -> None:
     """`train settle` on a two-endpoint file: the fidelity endpoint and the perceptual body are kept
-    bit for bit, the perceptual endpoint's conv_last is re-fitted, provenance says how; bad input is
-    one line and exit 2, an existing output is not replaced without --overwrite."""
+    bit for bit, the perceptual endpoint's conv_last is re-fitted, provenance says how; the default
+    strength is re-picked on validation (these random endpoints beat bicubic at no strength, so the
+    file's is kept, and said), kept, or given; bad input is one line and exit 2, an existing output is
+    not replaced without --overwrite."""
     import torch
 
     from mpv_srunet.metrics import MetricUnavailable
@@ -170,27 +172,47 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     torch.manual_seed(0)
     fid, perc = (reparameterize_model(create_model("lite").eval()) for _ in range(2))
     src, out = tmp_path / "ends.safetensors", tmp_path / "settled.safetensors"
-    save_endpoints(src, fid, perc, 0.8, {"note": "test endpoints"})
+    save_endpoints(src, fid, perc, 0.8, {"note": "test endpoints", "default_strength_note": "0.8: why"})
     capsys.readouterr()
     assert main(["train", "settle", str(src), str(out), "--data", str(data), "--steps", "3", "--batch", "2",
                  "--patch", "32", "--threads", "1", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "output layer settled in 3 steps" in printed and "grid" in printed
+    assert "strength 0.5:" in printed and "default strength 0.80 (kept)" in printed
+    assert "no strength passes the rule (no blend beats H.265 + bicubic" in err
     (a, _, _), (b, _, _) = read_endpoints(src), read_endpoints(out)
     assert b.default_strength == 0.8
     assert all(torch.equal(a.fidelity[k], b.fidelity[k]) for k in a.fidelity)
     changed = {k for k in a.perceptual if not torch.equal(a.perceptual[k], b.perceptual[k])}
     assert changed and changed <= {"conv_last.weight", "conv_last.bias"}, changed
     _, info = load_model(out)
-    assert info.metadata["note"] == "test endpoints"
-    assert info.metadata["settled"]["steps"] == 3 and "nyquist_blur" in info.metadata["settled"]["what"]
-    assert info.metadata["settled"]["validation"]["n"] == 1
+    assert info.metadata["note"] == "test endpoints" and info.metadata["default_strength_note"] == "0.8: why"
+    assert info.metadata["settled"][-1]["steps"] == 3 and "nyquist_blur" in info.metadata["settled"][-1]["what"]
+    assert info.metadata["settled"][-1]["validation"]["n"] == 1
+    pick = info.metadata["default_strength_pick"]
+    assert pick["picked"] is None and [r["strength"] for r in pick["sweep"]] == [round(0.1 * i, 1) for i in range(11)]
+    assert "grid share" in pick["rule"]
+    # settling again keeps the first run's provenance; a given strength is the new default
+    again = tmp_path / "again.safetensors"
+    assert main(["train", "settle", str(out), str(again), "--data", str(data), "--steps", "2", "--batch", "2",
+                 "--patch", "32", "--threads", "1", "--strength", "0.5", "--no-progress"]) == 0
+    assert "default strength 0.50 (given)" in capsys.readouterr().out
+    assert read_endpoints(again)[0].default_strength == 0.5
+    meta = load_model(again)[1].metadata
+    assert [r["steps"] for r in meta["settled"]] == [3, 2]
+    # "validation" is what the file gives at its (new) default strength; the old default's note is gone
+    assert meta["validation"]["n"] == 1 and "default_strength_note" not in meta
+    again_model = load_model(again)[0]
+    from mpv_srunet.training.export import full_validation
+    assert full_validation(again_model, data)["psnr_y"] == pytest.approx(meta["validation"]["psnr_y"])
 
     before = out.read_bytes()
     assert main(["train", "settle", str(src), str(out), "--data", str(data), "--steps", "1"]) == 2
     assert main(["train", "settle", str(src), str(tmp_path / "x.safetensors"), "--data", str(tmp_path / "nope")]) == 2
     assert main(["train", "settle", str(tmp_path / "missing.safetensors"), str(tmp_path / "y.safetensors"),
                  "--data", str(data)]) == 2
+    assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--strength", "2"]) == 2
     err = capsys.readouterr().err
     assert "exists; pass --overwrite" in err and "not a folder made by" in err and "Traceback" not in err
+    assert "strength 2" in err and not (tmp_path / "z.safetensors").exists()
     assert out.read_bytes() == before and not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

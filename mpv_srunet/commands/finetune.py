@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, help="weights file (default: VIDEO.srunet.safetensors)")
     p.add_argument("--crf", type=int, default=d.crf, help=f"CRF the clip is streamed at (default {d.crf})")
     p.add_argument("--base", default=None, help="weights to start from (default: the shipped weights)")
-    options.add_strength(p, "detail strength of a two-endpoint base to start from (default: its own, 0.9 for the "
+    options.add_strength(p, "detail strength of a two-endpoint base to start from (default: its own, 1.0 for the "
                          "shipped weights)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")
     p.add_argument("--batch", type=int, default=d.batch)

