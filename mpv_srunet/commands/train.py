@@ -307,8 +307,7 @@ def run_settle(args: argparse.Namespace) -> int:
         # "validation": what loading the file at its default strength gives (as `train export` writes it)
         at_default = next((r["validation"] for r in sweep if r["alpha"] == default), None)
         if at_default is None:
-            with torch.no_grad():
-                at_default = full_validation(blend_endpoint_models(fidelity, model, default, source=str(args.output)), args.data)
+            at_default = full_validation(blend_endpoint_models(fidelity, model, default, source=str(args.output)), args.data)
         if at_default:
             meta["validation"] = at_default
         save_endpoints(args.output, fidelity, model, default, meta)

@@ -88,8 +88,7 @@ def sweep_strengths(blend: Callable[[float], torch.nn.Module], data: str | Path,
     """``[{"alpha", "validation"}]``: full-frame validation of ``blend(alpha)`` for each alpha in ``grid``."""
     sweep = []
     for a in grid:
-        with torch.no_grad():
-            v = full_validation(blend(a).eval(), data)
+        v = full_validation(blend(a).eval(), data)  # evaluate() runs under no_grad
         if not v:
             raise UsageError(f"{data}: no validation pairs to pick the default strength on")
         if v.get("lpips_alex") is None:
