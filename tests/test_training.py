@@ -269,6 +269,26 @@ def test_gan_phase_bf16_with_l1_anchor_logs_every_term(tiny_data: Path, tmp_path
     assert all(p.dtype == torch.float32 for p in t.gen.parameters())  # autocast leaves the weights fp32
 
 
+def test_gan_phase_without_adversarial_term_leaves_the_discriminator_alone(tiny_data: Path, tmp_path: Path) -> None:
+    """--adv-weight 0 (LPIPS + SSIM + L1 only): no discriminator step, no adversarial term; the
+    generator still learns, and the loss is exactly the three terms."""
+    import csv
+
+    from mpv_srunet.training.loop import Trainer
+
+    _lpips_or_skip("vgg")
+    t = Trainer(_cfg(tiny_data, tmp_path / "p", steps=2, warm_steps=0, adv_weight=0.0, gan_l1=1.0), progress=False)
+    d0 = {k: v.clone() for k, v in t.disc.state_dict().items()}
+    g0 = {k: v.clone() for k, v in t.gen.state_dict().items()}
+    t.run()
+    assert all(torch.equal(d0[k], v) for k, v in t.disc.state_dict().items())
+    assert any(not torch.equal(g0[k], v) for k, v in t.gen.state_dict().items())
+    rows = list(csv.DictReader((tmp_path / "p" / "log.csv").open()))
+    assert [r["phase"] for r in rows] == ["gan", "gan"]
+    for r in rows:
+        assert r["adv"] == "" and r["d_loss"] == ""
+        assert float(r["loss"]) == pytest.approx(float(r["lpips"]) + float(r["ssim"]) + float(r["l1"]), rel=1e-5)
+
 def test_lpips_under_bf16_autocast_stays_close_to_fp32() -> None:
     (lp,) = _lpips_or_skip("vgg")
     from mpv_srunet.training.losses import GeneratorLoss, LossWeights

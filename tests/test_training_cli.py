@@ -88,6 +88,22 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert all(torch.equal(second[k], v) for k, v in at1[0].state_dict().items())
     assert at_default[1].strength == 0.3 and at_default[1].metadata["validation"]["n"] == 1
     assert "endpoints" in at_default[1].metadata["provenance"]["interpolation"]
+    # --blend a weights file: a two-endpoint file lends its fidelity endpoint (a new perceptual run next to
+    # a shipped file's fidelity end); the blend is made in the fused form
+    out6 = tmp_path / "w6.safetensors"
+    assert main(["train", "export", str(run2), str(out6), "--blend", str(out4), "--alpha", "0.5", "--endpoints"]) == 0
+    at0, at1 = load_model(out6, strength=0.0), load_model(out6, strength=1.0)
+    assert all(torch.equal(first[k], v) for k, v in at0[0].state_dict().items())
+    assert all(torch.equal(second[k], v) for k, v in at1[0].state_dict().items())
+    assert at0[1].metadata["provenance"]["interpolation"]["with"] == "w4.safetensors"  # relative to the project folder
+    from mpv_srunet.weights import file_sha256
+
+    rec = at0[1].metadata["provenance"]["blend_file"]  # the blended file's history stays in the new one
+    assert rec["sha256"] == file_sha256(out4) and rec["training"]["steps"] == 1 and rec["srunet.default_strength"] == 0.3
+    out7 = tmp_path / "w7.safetensors"
+    assert main(["train", "export", str(run2), str(out7), "--blend", str(out), "--alpha", "0.5"]) == 0  # one-set file
+    half = load_model(out7)[0].state_dict()
+    assert all(torch.allclose(half[k], (first[k] + second[k]) / 2, atol=1e-6) for k in half)
     capsys.readouterr()
     assert main(["train", "export", str(run2), str(out4), "--endpoints"]) == 2
     assert "--endpoints needs --blend" in capsys.readouterr().err

@@ -48,7 +48,7 @@ _HELP = {
     "lr": "Adam learning rate of the GAN phase (paper: 1e-4)",
     "warm_lr": "Adam learning rate of the warm start",
     "lpips_net": "LPIPS backbone of the GAN loss: vgg (paper) or alex",
-    "adv_weight": "weight of the adversarial BCE term (paper: 1e-3)",
+    "adv_weight": "weight of the adversarial BCE term (paper: 1e-3; 0: no discriminator, LPIPS + SSIM + --gan-l1 only)",
     "gan_l1": "weight of an L1 fidelity anchor added to the GAN loss (paper: 0)",
     "lpips_view": "how LPIPS-VGG compares output and target: blur (both through a 3x3 binomial whose response at period 2 is 0; "
                   "LPIPS-VGG otherwise rewards a 2-pixel stripe/checkerboard texture) or plain (the paper's)",
@@ -133,7 +133,8 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--card", type=Path, default=None, help="also write a Markdown model card (implies --eval)")
     p.add_argument("--blend", type=Path, default=None, metavar="RUN",
                    help="network interpolation: export ALPHA x this run + (1 - ALPHA) x RUN (a run folder or checkpoint.pt, "
-                        "normally the warm-start run the GAN phase began from)")
+                        "normally the warm-start run the GAN phase began from, or a weights file: of a two-endpoint file "
+                        "its fidelity endpoint)")
     p.add_argument("--alpha", type=_alpha, default=1.0,
                    help="weight of this run in --blend, or 'auto': the lowest validation LPIPS-alex among 0, 0.1, ..., 1 "
                         "that still beats H.265 + bicubic by 0.05 dB PSNR-Y and 0.0005 SSIM-Y (default 1: no blend)")

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..fsutil import write_text_atomic
 from ..metrics.grid import GRID_RATIO, grid_limit, white_noise_share
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import blend_state_dicts, build_from_state_dict, load_model, save_endpoints, save_weights
+from ..weights import blend_state_dicts, build_from_state_dict, has_endpoints, load_model, save_endpoints, save_weights
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -28,6 +28,14 @@ def generator_from_checkpoint(path: Path) -> tuple[SRUNet, dict[str, Any]]:
     model = SRUNet(SRUNetCfg.from_dict(st["model_cfg"]), deploy=False)
     model.load_state_dict(st["generator"])
     return model.eval(), st
+
+
+def blend_partner(path: Path) -> SRUNet:
+    """What ``--blend`` names, in eval mode: a run folder or ``checkpoint.pt`` (train form), or a
+    weights file (deploy form; of a two-endpoint file, its fidelity endpoint)."""
+    if path.is_dir() or path.suffix == ".pt":
+        return generator_from_checkpoint(path if path.is_file() else path / CHECKPOINT_NAME)[0]
+    return load_model(path, strength=0.0 if has_endpoints(path) else None)[0]
 
 
 def check_blendable(gan: SRUNet, base: SRUNet, alpha: float) -> None:
@@ -51,7 +59,7 @@ def interpolate_generators(gan: SRUNet, base: SRUNet, alpha: float) -> SRUNet:
     """
     check_blendable(gan, base, alpha)
     sa, sb = gan.state_dict(), base.state_dict()
-    out = SRUNet(gan.cfg, deploy=False)
+    out = SRUNet(gan.cfg, deploy=gan.deploy)  # both train form, or both fused
     out.load_state_dict({k: (alpha * sa[k].float() + (1.0 - alpha) * sb[k].float()).to(sa[k].dtype) for k in sa})
     return out.eval()
 
@@ -162,7 +170,8 @@ def export_run(
 ) -> dict[str, Any]:
     """Fuse the run's generator and write it to ``out`` (safetensors, atomic) with metadata.
 
-    ``blend``: a run folder or checkpoint (normally the one this run started from);
+    ``blend``: a run folder or checkpoint (normally the one this run started from), or a
+    weights file (:func:`blend_partner`: a two-endpoint file gives its fidelity endpoint);
     the exported generator is then ``alpha * run + (1 - alpha) * blend``
     (:func:`interpolate_generators`). ``alpha="auto"``: :func:`pick_alpha` on the
     validation split. ``endpoints``: write ``blend`` and this run as the fidelity and
@@ -189,7 +198,9 @@ def export_run(
     others = {str(p): load_model(p)[0] for p in compare or []}  # a bad path stops here, before anything is written
     fidelity = None
     if blend is not None:
-        base = generator_from_checkpoint(blend if blend.is_file() else blend / CHECKPOINT_NAME)[0]
+        base = blend_partner(blend)
+        if base.deploy:  # a weights file: blend in the fused form (no BatchNorm: the same as blending train forms)
+            model = reparameterize_model(model).eval()
         if alpha == "auto":
             alpha, sweep = pick_alpha(model, base, cfg["data"])
         if endpoints:
@@ -227,6 +238,9 @@ def export_run(
                                                                 "loading blends them at --strength (default alpha)")
         if sweep:
             meta["provenance"]["interpolation"]["picked"] = PICK_RULE
+    for key, path in (("init_file", cfg.get("init")), ("blend_file", blend)):
+        if path and Path(path).suffix == ".safetensors" and Path(path).is_file():
+            meta["provenance"][key] = weights_file_record(Path(path))
     prior = _prior_runs(cfg.get("init"))
     if prior:
         meta["provenance"]["earlier_stages"] = prior
@@ -315,6 +329,22 @@ def _prior_runs(init: str | None) -> list[dict[str, Any]]:
                          "lr": c["lr"] if gan else c["warm_lr"], "init": c.get("init")})
         init = c.get("init")
     return chain
+
+
+#: what a weights file started from or blended with keeps of that file's metadata (its history)
+RECORDED_KEYS = ("provenance", "training", "settled", "srunet.default_strength")
+
+
+def weights_file_record(path: Path) -> dict[str, Any]:
+    """sha256 and the history of a weights file this export started from (``--init FILE``) or
+    blends with (``--blend FILE``), so that the chain of earlier stages stays in the new file.
+    Of a two-endpoint file's ``endpoints`` only each endpoint's ``what`` and ``sha256`` are kept."""
+    info = load_model(path)[1]
+    m = info.metadata
+    rec: dict[str, Any] = {"sha256": info.sha256, **{k: m[k] for k in RECORDED_KEYS if k in m}}
+    if isinstance(m.get("endpoints"), dict):
+        rec["endpoints"] = {n: {k: e[k] for k in ("what", "sha256") if k in e} for n, e in m["endpoints"].items() if isinstance(e, dict)}
+    return rec
 
 
 def _data_meta(folder: Path) -> dict[str, Any]:

@@ -235,6 +235,7 @@ class Trainer:
         fake_logits, offset = None, None
         if phase == "gan":
             offset = self._grid_offset()
+        if phase == "gan" and self.cfg.adv_weight > 0:  # --adv-weight 0: LPIPS + SSIM (+ L1) only, no discriminator to train
             sr_v, y_v = (sr, y) if offset is None else (grid_view(sr, offset), grid_view(y, offset))
             with self._autocast():
                 d_loss = discriminator_loss(self.disc(y_v).float(), self.disc(sr_v.detach()).float())
