@@ -117,6 +117,28 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert "nope.pth" in err and len(err.splitlines()) == 1 and not out5.exists()
 
 
+def test_cli_prepare_video_frames_and_stride_set_the_video_pairs(tmp_path: Path, capsys) -> None:
+    """A real H.265 clip among the sources: --video-frames 6 --video-stride 2 keeps frames 0, 2, 4."""
+    import json
+
+    from conftest import make_h265_clip
+
+    _, val = _two_photos(tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    make_h265_clip(src / "clip.mkv", 256, 192, frames=10, audio=False)
+    data = tmp_path / "pairs"
+    assert main(["train", "prepare", str(src), "--val", str(val), "--out", str(data), "--crf", "23,30", "--gt-width", "384",
+                 "--x265-preset", "ultrafast", "--video-frames", "6", "--video-stride", "2", "--no-progress"]) == 0
+    assert "6 training pairs from 1 sources" in capsys.readouterr().out  # 3 frames x 2 CRFs
+    meta = json.loads((data / "meta.json").read_text())
+    assert [(s["kind"], s["pairs"]) for s in meta["sources"] if s["split"] == "train"] == [("video", 6)]
+    assert (meta["options"]["video_max_frames"], meta["options"]["video_stride"]) == (6, 2)
+    assert main(["train", "prepare", str(src), "--out", str(tmp_path / "o"), "--video-stride", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--video-stride 0" in err and len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
 def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["train", "prepare", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2

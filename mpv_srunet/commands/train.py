@@ -91,6 +91,10 @@ def _register_prepare(tsub: argparse._SubParsersAction) -> None:
                    help="downscale every image at least this much (1.5 averages away the JPEG blocks of photos; default 1)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of sources kept for validation (default 0.15)")
     p.add_argument("--x265-preset", default="medium", help="x265 preset (default medium)")
+    p.add_argument("--video-frames", type=int, default=96, help="frames decoded from the start of each video (default 96)")
+    p.add_argument("--video-stride", type=int, default=4,
+                   help="keep every Nth of those frames as a pair (default 4; neighbours are near-duplicates): with "
+                        "photos in the same folder, these two set how much of the training is video")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     options.add_no_progress(p)
     p.set_defaults(func=run_prepare)
@@ -173,7 +177,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..training.data import PrepareOptions, prepare
 
     opts = PrepareOptions(crfs=tuple(args.crf), val_crf=args.val_crf, gt_width=args.gt_width, min_downscale=args.min_downscale,
-                          val_fraction=args.val_fraction, preset=args.x265_preset)
+                          val_fraction=args.val_fraction, preset=args.x265_preset, video_max_frames=args.video_frames,
+                          video_stride=args.video_stride)
     rep = prepare(list(args.sources), args.out, opts, val_roots=args.val, force=args.force, progress=not args.no_progress)
     n_src = {k: len(v) for k, v in rep.sources.items()}
     print(f"{rep.out}: {rep.pairs['train']} training pairs from {n_src['train']} sources, "

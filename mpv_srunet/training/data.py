@@ -78,6 +78,8 @@ class PrepareOptions:
                 raise UsageError(f"CRF {c} out of range; expected 0..51 (x265), e.g. --crf 23 or --crf 18,23,28")
         if not self.crfs:
             raise UsageError("no CRF given; expected e.g. --crf 23 or --crf 18,23,28")
+        if self.video_max_frames < 1 or self.video_stride < 1:
+            raise UsageError(f"--video-frames {self.video_max_frames} / --video-stride {self.video_stride}: expected whole numbers >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UsageError(f"--val-fraction {self.val_fraction} out of range; expected 0 <= f < 1")
 
