@@ -289,6 +289,7 @@ def test_gan_phase_without_adversarial_term_leaves_the_discriminator_alone(tiny_
         assert r["adv"] == "" and r["d_loss"] == ""
         assert float(r["loss"]) == pytest.approx(float(r["lpips"]) + float(r["ssim"]) + float(r["l1"]), rel=1e-5)
 
+
 def test_lpips_under_bf16_autocast_stays_close_to_fp32() -> None:
     (lp,) = _lpips_or_skip("vgg")
     from mpv_srunet.training.losses import GeneratorLoss, LossWeights

@@ -15,7 +15,8 @@ from ..errors import UsageError
 from ..fsutil import write_text_atomic
 from ..metrics.grid import GRID_RATIO, grid_limit, white_noise_share
 from ..model import SRUNet, SRUNetCfg, reparameterize_model
-from ..weights import blend_state_dicts, build_from_state_dict, has_endpoints, load_model, save_endpoints, save_weights
+from ..weights import (blend_state_dicts, build_from_state_dict, file_sha256, has_endpoints, load_model, read_weights,
+                       save_endpoints, save_weights)
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .data import PairStore
 from .evaluate import evaluate
@@ -339,9 +340,8 @@ def weights_file_record(path: Path) -> dict[str, Any]:
     """sha256 and the history of a weights file this export started from (``--init FILE``) or
     blends with (``--blend FILE``), so that the chain of earlier stages stays in the new file.
     Of a two-endpoint file's ``endpoints`` only each endpoint's ``what`` and ``sha256`` are kept."""
-    info = load_model(path)[1]
-    m = info.metadata
-    rec: dict[str, Any] = {"sha256": info.sha256, **{k: m[k] for k in RECORDED_KEYS if k in m}}
+    m = read_weights(path)[3]  # the metadata; no model needs building
+    rec: dict[str, Any] = {"sha256": file_sha256(path), **{k: m[k] for k in RECORDED_KEYS if k in m}}
     if isinstance(m.get("endpoints"), dict):
         rec["endpoints"] = {n: {k: e[k] for k in ("what", "sha256") if k in e} for n, e in m["endpoints"].items() if isinstance(e, dict)}
     return rec
