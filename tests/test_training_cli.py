@@ -96,7 +96,8 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert all(torch.equal(first[k], v) for k, v in at0[0].state_dict().items())
     assert all(torch.equal(second[k], v) for k, v in at1[0].state_dict().items())
     assert at0[1].metadata["provenance"]["interpolation"]["with"] == "w4.safetensors"  # relative to the project folder
-    from mpv_srunet.weights import file_sha256
+    from mpv_srunet.training.export import full_validation
+    from mpv_srunet.weights import file_sha256, read_endpoints
 
     rec = at0[1].metadata["provenance"]["blend_file"]  # the blended file's history stays in the new one
     assert rec["sha256"] == file_sha256(out4) and rec["training"]["steps"] == 1 and rec["srunet.default_strength"] == 0.3
@@ -104,7 +105,29 @@ def test_cli_prepare_run_export(tmp_path: Path, capsys, tiny_weights: Path) -> N
     assert main(["train", "export", str(run2), str(out7), "--blend", str(out), "--alpha", "0.5"]) == 0  # one-set file
     half = load_model(out7)[0].state_dict()
     assert all(torch.allclose(half[k], (first[k] + second[k]) / 2, atol=1e-6) for k in half)
+    # --into FILE --endpoint NAME: one endpoint of a two-endpoint file replaced by a run (a longer-trained
+    # fidelity end next to a shipped perceptual end); the other is kept bit for bit, and the file's history
     capsys.readouterr()
+    out8 = tmp_path / "w8.safetensors"
+    assert main(["train", "export", str(run2), str(out8), "--into", str(out4), "--endpoint", "fidelity",
+                 "--strength", "0.6"]) == 0
+    assert "fidelity endpoint replaced" in capsys.readouterr().out
+    (old_ends, _, _), (new_ends, _, _) = read_endpoints(out4), read_endpoints(out8)
+    assert all(torch.equal(second[k], new_ends.fidelity[k]) for k in second)
+    assert all(torch.equal(old_ends.perceptual[k], new_ends.perceptual[k]) for k in old_ends.perceptual)
+    assert new_ends.default_strength == 0.6
+    meta8 = load_model(out8)[1].metadata
+    rec = meta8["endpoints"]["fidelity"]
+    assert rec["replaces"]["sha256"] == file_sha256(out4) and rec["training"]["steps"] == 1
+    assert rec["validation"]["n"] == 1 and rec["provenance"]["init"] == "run/checkpoint.pt"
+    assert meta8["provenance"]["interpolation"]["alpha"] == 0.3  # w4's own history stays
+    assert meta8["validation"]["psnr_y"] == pytest.approx(full_validation(load_model(out8)[0], data)["psnr_y"])
+    for bad, why in ((["--into", str(out4)], "go together"), (["--into", str(out), "--endpoint", "fidelity"], "one set of weights"),
+                     (["--into", str(out4), "--endpoint", "fidelity", "--blend", str(run)], "drop --blend"),
+                     (["--into", str(out4), "--endpoint", "fidelity", "--strength", "2"], "strength 2")):
+        assert main(["train", "export", str(run2), str(tmp_path / "bad.safetensors"), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and len(err.splitlines()) == 1 and not (tmp_path / "bad.safetensors").exists()
     assert main(["train", "export", str(run2), str(out4), "--endpoints"]) == 2
     assert "--endpoints needs --blend" in capsys.readouterr().err
     assert main(["train", "export", str(run2), str(out3), "--blend", str(run), "--alpha", "1.5"]) == 2

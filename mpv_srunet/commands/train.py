@@ -145,6 +145,14 @@ def _register_export(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints", action="store_true",
                    help="with --blend: write RUN (fidelity) and this run (perceptual) as the two endpoints of one "
                         "detail-strength file, ALPHA its default --strength, instead of the blend alone")
+    p.add_argument("--into", type=Path, default=None, metavar="FILE",
+                   help="write FILE (a two-endpoint weights file) with its --endpoint replaced by this run; the other "
+                        "endpoint and the file's history are kept")
+    p.add_argument("--endpoint", choices=("fidelity", "perceptual"), default=None,
+                   help="with --into: the endpoint this run replaces")
+    p.add_argument("--strength", default="keep",
+                   help="with --into: the new file's default detail strength: keep (FILE's), auto (picked on the "
+                        "validation split by the rule of --alpha auto) or a number 0..1 (default keep)")
     options.add_threads(p, 1)
     p.set_defaults(func=run_export)
 
@@ -222,6 +230,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..training.export import export_run
 
+    if args.into is not None or args.endpoint is not None:
+        return _run_export_into(args)
+    if args.strength != "keep":
+        raise UsageError("--strength goes with --into FILE --endpoint NAME; a blend's weight is --alpha")
     meta = export_run(args.run_dir, args.output, evaluate_full=args.eval or bool(args.compare) or args.card is not None, half=args.half,
                       threads=args.threads, compare=args.compare, card=args.card, blend=args.blend, alpha=args.alpha,
                       endpoints=args.endpoints)
@@ -236,6 +248,31 @@ def run_export(args: argparse.Namespace) -> int:
             lp = f", LPIPS-alex {v['lpips_alex']:.4f} (bicubic {v['bicubic_lpips_alex']:.4f})" if v.get("lpips_alex") is not None else ""
             print(f"  {name}: PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), "
                   f"SSIM-Y {v['ssim_y']:.4f} ({v['bicubic_ssim_y']:.4f}){lp} over {v['n']} validation frames")
+    return 0
+
+
+def _run_export_into(args: argparse.Namespace) -> int:
+    from ..training.export import replace_endpoint
+
+    if args.into is None or args.endpoint is None:
+        raise UsageError("--into FILE and --endpoint fidelity|perceptual go together")
+    clash = [flag for flag, on in (("--blend", args.blend is not None), ("--alpha", args.alpha != 1.0),
+                                   ("--endpoints", args.endpoints), ("--half", args.half), ("--card", args.card is not None),
+                                   ("--compare", bool(args.compare)), ("--eval", args.eval)) if on]
+    if clash:
+        raise UsageError(f"--into writes a two-endpoint file with its own validation; drop {', '.join(clash)}")
+    meta = replace_endpoint(args.run_dir, args.output, args.into, args.endpoint, strength=args.strength, threads=args.threads)
+    v = meta["endpoints"][args.endpoint]["validation"]
+    print(f"{args.output}: {args.into.name} with its {args.endpoint} endpoint replaced by {args.run_dir} "
+          f"(step {meta['endpoints'][args.endpoint]['training']['steps']}); {args.output.stat().st_size / 1e6:.2f} MB")
+    if v:
+        lp = f", LPIPS-alex {v['lpips_alex']:.4f}" if v.get("lpips_alex") is not None else ""
+        print(f"  {args.endpoint} endpoint: PSNR-Y {v['psnr_y']:.3f} dB (H.265+bicubic {v['bicubic_psnr_y']:.3f}), "
+              f"SSIM-Y {v['ssim_y']:.4f}{lp}, grid {v['grid']:.4f} over {v['n']} validation frames")
+    for r in meta["strength_sweep"]:
+        print(f"  strength {r['strength']:.1f}: PSNR-Y {r['psnr_y']:.3f} dB, SSIM-Y {r['ssim_y']:.4f}, "
+              f"LPIPS-alex {r['lpips_alex']:.4f}, grid {r['grid']:.4f}")
+    print(f"  default strength {meta['default_strength']:.2f}")
     return 0
 
 

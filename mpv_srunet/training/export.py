@@ -210,11 +210,49 @@ def export_run(
         else:
             model = interpolate_generators(model, base, float(alpha))
     deploy = reparameterize_model(model).eval()
-    data_meta = _data_meta(Path(cfg["data"]))
+    meta = _run_meta(run_dir, st)
+    if blend is not None:
+        meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
+                                               "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
+        if endpoints:
+            meta["provenance"]["interpolation"]["endpoints"] = ("fidelity = 'with', perceptual = this run; "
+                                                                "loading blends them at --strength (default alpha)")
+        if sweep:
+            meta["provenance"]["interpolation"]["picked"] = PICK_RULE
+    if blend is not None and blend.suffix == ".safetensors" and blend.is_file():
+        meta["provenance"]["blend_file"] = weights_file_record(blend)
+    if sweep:
+        meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
+    elif evaluate_full:
+        if fidelity is not None:  # what loading the file at its default strength gives
+            meta["validation"] = full_validation(blend_endpoint_models(fidelity, deploy, float(alpha), source=str(out)), cfg["data"])
+        else:
+            meta["validation"] = full_validation(deploy, cfg["data"])
+    meta["provenance"] = _portable(meta["provenance"], run_dir, cfg)
+    if fidelity is not None:
+        save_endpoints(out, fidelity, deploy, float(alpha), meta)
+    else:
+        save_weights(out, deploy, meta, half=half)
+    report = dict(meta, half=half)
+    if sweep:
+        report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}}
+                                 for r in sweep]
+    if others:
+        report["compare"] = {name: full_validation(m, cfg["data"]) for name, m in others.items()}
+    write_text_atomic(run_dir / "export.json", json.dumps(report, indent=1))
+    if card is not None:
+        write_text_atomic(card, model_card(report, out))
+    return report
+
+
+def _run_meta(run_dir: Path, st: dict[str, Any]) -> dict[str, Any]:
+    """``provenance`` and ``training`` metadata of a run's checkpoint ``st``: data, init (and the
+    history of a weights file it started from), loss, earlier stages, steps, time, lr schedule."""
+    cfg = st["config"]
     meta: dict[str, Any] = {
         "provenance": {
             "trained_by": "mpv-srunet train (mpv_srunet.training)",
-            "data": data_meta,
+            "data": _data_meta(Path(cfg["data"])),
             "init": cfg.get("init"),
             "loss": _loss_text(cfg, int(st["step"])),
         },
@@ -231,46 +269,91 @@ def export_run(
         },
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if blend is not None:
-        meta["provenance"]["interpolation"] = {"with": str(blend), "alpha": alpha,
-                                               "method": "alpha * this run + (1 - alpha) * 'with' (ESRGAN network interpolation)"}
-        if endpoints:
-            meta["provenance"]["interpolation"]["endpoints"] = ("fidelity = 'with', perceptual = this run; "
-                                                                "loading blends them at --strength (default alpha)")
-        if sweep:
-            meta["provenance"]["interpolation"]["picked"] = PICK_RULE
-    for key, path in (("init_file", cfg.get("init")), ("blend_file", blend)):
-        if path and Path(path).suffix == ".safetensors" and Path(path).is_file():
-            meta["provenance"][key] = weights_file_record(Path(path))
-    prior = _prior_runs(cfg.get("init"))
+    init = cfg.get("init")
+    if init and Path(init).suffix == ".safetensors" and Path(init).is_file():
+        meta["provenance"]["init_file"] = weights_file_record(Path(init))
+    prior = _prior_runs(init)
     if prior:
         meta["provenance"]["earlier_stages"] = prior
         meta["training"]["total_steps"] = int(st["step"]) + sum(r["steps"] for r in prior)
         meta["training"]["total_seconds"] = round(float(st["elapsed"]) + sum(r["seconds"] for r in prior), 1)
-    if sweep:
-        meta["validation"] = next(r["validation"] for r in sweep if r["alpha"] == alpha)
-    elif evaluate_full:
-        if fidelity is not None:  # what loading the file at its default strength gives
-            meta["validation"] = full_validation(blend_endpoint_models(fidelity, deploy, float(alpha), source=str(out)), cfg["data"])
-        else:
-            meta["validation"] = full_validation(deploy, cfg["data"])
+    return meta
+
+
+def _portable(provenance: dict[str, Any], run_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     root = Path(os.path.commonpath([run_dir.resolve(), Path(cfg["data"]).resolve()]))
-    if root != Path(root.anchor):  # run and data share a project folder
-        meta["provenance"] = _portable_paths(meta["provenance"], root)
-    if fidelity is not None:
-        save_endpoints(out, fidelity, deploy, float(alpha), meta)
-    else:
-        save_weights(out, deploy, meta, half=half)
-    report = dict(meta, half=half)
-    if sweep:
-        report["alpha_sweep"] = [{"alpha": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}}
-                                 for r in sweep]
-    if others:
-        report["compare"] = {name: full_validation(m, cfg["data"]) for name, m in others.items()}
-    write_text_atomic(run_dir / "export.json", json.dumps(report, indent=1))
-    if card is not None:
-        write_text_atomic(card, model_card(report, out))
-    return report
+    return _portable_paths(provenance, root) if root != Path(root.anchor) else provenance  # run and data share a project folder
+
+
+def replace_endpoint(run: Path, out: Path, into: Path, endpoint: str, *, strength: float | str = "keep",
+                     threads: int = 1) -> dict[str, Any]:
+    """Write ``into`` (a two-endpoint file) to ``out`` with its ``endpoint`` ("fidelity" or
+    "perceptual") replaced by the run's generator, fused; the other endpoint is kept bit for bit.
+
+    ``strength``: the new file's default strength, ``"keep"`` (the file's), a number, or
+    ``"auto"`` (:func:`choose_alpha` on a validation sweep of the new endpoints). The file's
+    metadata is kept (its history); ``endpoints[endpoint]`` becomes the run's provenance,
+    training and full-frame validation, with the endpoint it replaced (``what``, sha256 of
+    the file) under ``replaces``. Returns the new metadata (with ``strength_sweep`` when auto).
+    """
+    from ..weights import ENDPOINTS, WeightsError, check_strength, load_endpoint_models
+
+    if out.suffix != ".safetensors":
+        raise UsageError(f"{out}: expected a .safetensors output path")
+    if endpoint not in ENDPOINTS:
+        raise UsageError(f"--endpoint {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
+    if strength not in ("keep", "auto"):
+        strength = check_strength(strength)  # a bad value is one line before anything is read
+    torch.set_num_threads(max(1, threads))
+    try:
+        if not has_endpoints(into):
+            raise UsageError(f"--into {into}: holds one set of weights, not fidelity/perceptual endpoints")
+        ends_models = dict(zip(ENDPOINTS, load_endpoint_models(into)[:2]))
+        old_meta = read_weights(into)[3]
+    except WeightsError as e:
+        raise UsageError(str(e)) from None
+    run_dir = run if run.is_dir() else run.parent
+    model, st = generator_from_checkpoint(run if run.is_file() else run / CHECKPOINT_NAME)
+    cfg = st["config"]
+    new = reparameterize_model(model).eval()
+    kept = ends_models[endpoint]
+    if new.cfg != kept.cfg:
+        raise UsageError(f"the run holds a {new.cfg} model, {into} a {kept.cfg} one; both must be the same preset")
+    ends_models[endpoint] = new
+    fidelity, perceptual = ends_models["fidelity"], ends_models["perceptual"]
+    meta = {k: v for k, v in old_meta.items() if not k.startswith("srunet.")}
+    run_meta = _run_meta(run_dir, st)
+    record: dict[str, Any] = {
+        "what": f"the run {run_dir.name} (step {int(st['step'])}, {run_meta['provenance']['loss']})",
+        "provenance": _portable(run_meta["provenance"], run_dir, cfg),
+        "training": run_meta["training"],
+        "validation": full_validation(new, cfg["data"]),
+    }
+    old = (meta.get("endpoints") or {}).get(endpoint)
+    record["replaces"] = {"file": into.name, "sha256": file_sha256(into),
+                          **({"what": old["what"]} if isinstance(old, dict) and "what" in old else {})}
+    meta["endpoints"] = dict(meta.get("endpoints") or {}, **{endpoint: record})
+    default = float(old_meta.get("srunet.default_strength", 1.0))
+    sweep: list[dict[str, Any]] = []
+    if strength == "auto":
+        sweep = sweep_strengths(lambda a: blend_endpoint_models(fidelity, perceptual, a, source=f"{out} at strength {a}"),
+                                cfg["data"])
+        try:
+            default = choose_alpha(sweep)
+        except NoBlendPasses as e:
+            raise UsageError(f"--strength auto: {e.args[0]}; pass a --strength by hand") from None
+        meta["default_strength_pick"] = {"rule": PICK_RULE, "picked": default, "sweep": [
+            {"strength": r["alpha"], **{k: r["validation"][k] for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}} for r in sweep]}
+        meta.pop("default_strength_note", None)  # it explained the old default
+    elif strength != "keep":
+        default = float(strength)
+    # "validation": what loading the file at its default strength gives
+    at_default = next((r["validation"] for r in sweep if r["alpha"] == default), None)
+    meta["validation"] = at_default or full_validation(blend_endpoint_models(fidelity, perceptual, default, source=str(out)),
+                                                       cfg["data"])
+    save_endpoints(out, fidelity, perceptual, default, meta)
+    return dict(meta, default_strength=default, strength_sweep=[
+        {"strength": r["alpha"], **{k: r["validation"].get(k) for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}} for r in sweep])
 
 
 def _loss_text(cfg: dict[str, Any], step: int) -> str:
