@@ -467,6 +467,39 @@ def test_training_starts_from_fused_weights_exactly(tiny_data: Path, tmp_path: P
     refused = reparameterize_model(t.gen).state_dict()
     assert all(torch.allclose(refused[k], v, atol=1e-6) for k, v in fused.state_dict().items())
 
+def test_training_starts_from_a_two_endpoint_file_at_init_strength(tiny_data: Path, tmp_path: Path) -> None:
+    """`--init FILE --init-strength S`: a detail-strength file's endpoints blended at S (0: the fidelity
+    endpoint itself, e.g. to train the shipped fidelity end further); without it, at the file's default.
+    A one-set file or a bicubic/checkpoint start with --init-strength is a one-line error."""
+    from mpv_srunet.errors import WeightsError
+    from mpv_srunet.model import create_model, reparameterize_model
+    from mpv_srunet.training.loop import Trainer
+    from mpv_srunet.weights import save_endpoints, save_weights
+
+    torch.manual_seed(6)
+    ends = [reparameterize_model(create_model("lite").eval()) for _ in range(2)]
+    save_endpoints(tmp_path / "two.safetensors", ends[0], ends[1], 0.7)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+
+    def start(strength: float | None) -> torch.Tensor:
+        cfg = _cfg(tiny_data, tmp_path / f"run{strength}", init=str(tmp_path / "two.safetensors"), init_strength=strength)
+        with torch.no_grad():
+            return Trainer(cfg, progress=False).gen.eval()(x)
+
+    with torch.no_grad():
+        fid, blend = ends[0](x), reparameterize_model(create_model("lite").eval())
+        sd = {k: 0.3 * a + 0.7 * b for (k, a), b in zip(ends[0].state_dict().items(), ends[1].state_dict().values())}
+        blend.load_state_dict(sd)
+        at_default = blend(x)
+    assert torch.allclose(start(0.0), fid, atol=1e-5)
+    assert torch.allclose(start(None), at_default, atol=1e-5)
+    save_weights(tmp_path / "one.safetensors", ends[0])
+    with pytest.raises(WeightsError, match="strength does not apply"):
+        Trainer(_cfg(tiny_data, tmp_path / "bad", init=str(tmp_path / "one.safetensors"), init_strength=0.0), progress=False)
+    with pytest.raises(UsageError, match="needs --init FILE"):
+        Trainer(_cfg(tiny_data, tmp_path / "bad2", init_strength=0.0), progress=False)
+
+
 
 def test_grid_view_jitter_cancels_the_discriminators_period2_gradient() -> None:
     """Issue 15's diagnosis: the discriminator's stride-2 convs send the generator a gradient with

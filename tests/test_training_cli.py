@@ -233,7 +233,8 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     torch.manual_seed(0)
     fid, perc = (reparameterize_model(create_model("lite").eval()) for _ in range(2))
     src, out = tmp_path / "ends.safetensors", tmp_path / "settled.safetensors"
-    save_endpoints(src, fid, perc, 0.8, {"note": "test endpoints", "default_strength_note": "0.8: why"})
+    save_endpoints(src, fid, perc, 0.8, {"note": "test endpoints", "default_strength_note": "0.8: why",
+                                         "endpoints": {"perceptual": {"what": "a GAN run", "validation": {"n": 0}}}})
     capsys.readouterr()
     assert main(["train", "settle", str(src), str(out), "--data", str(data), "--steps", "3", "--batch", "2",
                  "--patch", "32", "--threads", "1", "--no-progress"]) == 0
@@ -250,17 +251,28 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     assert info.metadata["note"] == "test endpoints" and info.metadata["default_strength_note"] == "0.8: why"
     assert info.metadata["settled"][-1]["steps"] == 3 and "nyquist_blur" in info.metadata["settled"][-1]["what"]
     assert info.metadata["settled"][-1]["validation"]["n"] == 1
+    # the perceptual endpoint's record now describes the settled tensors
+    assert info.metadata["endpoints"]["perceptual"] == {"what": "a GAN run", "validation": info.metadata["settled"][-1]["validation"]}
     pick = info.metadata["default_strength_pick"]
     assert pick["picked"] is None and [r["strength"] for r in pick["sweep"]] == [round(0.1 * i, 1) for i in range(11)]
     assert "grid share" in pick["rule"]
-    # settling again keeps the first run's provenance; a given strength is the new default
+    # settling again keeps the first run's provenance; a given strength is the new default; --layers
+    # re-fits the last decoder stage too, and nothing else
     again = tmp_path / "again.safetensors"
     assert main(["train", "settle", str(out), str(again), "--data", str(data), "--steps", "2", "--batch", "2",
-                 "--patch", "32", "--threads", "1", "--strength", "0.5", "--no-progress"]) == 0
-    assert "default strength 0.50 (given)" in capsys.readouterr().out
-    assert read_endpoints(again)[0].default_strength == 0.5
+                 "--patch", "32", "--threads", "1", "--strength", "0.5", "--layers", "dconv_up1,conv_last",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "default strength 0.50 (given)" in printed and "dconv_up1 + conv_last settled in 2 steps" in printed
+    c = read_endpoints(again)[0]
+    assert c.default_strength == 0.5
+    changed = {k.split(".")[0] for k in b.perceptual if not torch.equal(b.perceptual[k], c.perceptual[k])}
+    assert changed == {"conv_last", "dconv_up1"}, changed
+    assert all(torch.equal(b.fidelity[k], c.fidelity[k]) for k in b.fidelity)
     meta = load_model(again)[1].metadata
     assert [r["steps"] for r in meta["settled"]] == [3, 2]
+    assert meta["settled"][0]["layers"] == ["conv_last"] and meta["settled"][1]["layers"] == ["dconv_up1", "conv_last"]
+    assert "dconv_up1 + conv_last re-fitted" in meta["settled"][1]["what"]
     # "validation" is what the file gives at its (new) default strength; the old default's note is gone
     assert meta["validation"]["n"] == 1 and "default_strength_note" not in meta
     again_model = load_model(again)[0]
@@ -273,7 +285,8 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     assert main(["train", "settle", str(tmp_path / "missing.safetensors"), str(tmp_path / "y.safetensors"),
                  "--data", str(data)]) == 2
     assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--strength", "2"]) == 2
+    assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--layers", "to_rgb"]) == 2
     err = capsys.readouterr().err
     assert "exists; pass --overwrite" in err and "not a folder made by" in err and "Traceback" not in err
-    assert "strength 2" in err and not (tmp_path / "z.safetensors").exists()
+    assert "strength 2" in err and "--layers to_rgb: expected" in err and not (tmp_path / "z.safetensors").exists()
     assert out.read_bytes() == before and not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -62,6 +62,8 @@ _HELP = {
     "threads": "torch CPU threads",
     "seed": "random seed (patches, flips, init)",
     "init": "'bicubic' (exact bicubic start), a train-form weights file, or another run's checkpoint.pt (generator only)",
+    "init_strength": "with --init FILE of two endpoints (fidelity, perceptual): start from it at this detail strength, "
+                     "0..1 (0: the fidelity endpoint; not given: the file's default strength)",
     "device": "auto, cpu or cuda",
     "bf16": "bfloat16 autocast for the generator body, LPIPS and the discriminator (about 2x faster GAN steps on CPUs with AVX-512 bf16)",
 }
@@ -121,7 +123,7 @@ def _register_run(tsub: argparse._SubParsersAction) -> None:
         if f.type in ("bool", bool):
             p.add_argument(flag, action="store_true", default=None, help=_HELP.get(f.name, ""))
         else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            typ = {"int": int, "float": float, "float | None": float, "str": str}.get(str(f.type), str)
             p.add_argument(flag, type=typ, default=None, help=f"{_HELP.get(f.name, '')} (default {f.default})")
     p.set_defaults(func=run_train)
 
@@ -171,6 +173,9 @@ def _register_settle(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=96, help="input patch side, a multiple of 8 (default 96)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the patches (default 0)")
+    p.add_argument("--layers", default="conv_last",
+                   help="comma list of the modules re-fitted, the rest frozen: conv_last (the output layer), "
+                        "dconv_up1 (the last decoder stage, whose features it mixes), dconv_up2, dconv_up3 (default conv_last)")
     p.add_argument("--strength", default="auto",
                    help="a two-endpoint file's default detail strength after settling: auto (picked on the validation "
                         "split by the rule of `train export --alpha auto`: lowest LPIPS-alex among the strengths that beat "
@@ -282,7 +287,7 @@ def run_settle(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from ..training.data import PairStore
     from ..training.export import PICK_RULE, NoBlendPasses, blend_endpoint_models, choose_alpha, full_validation, sweep_strengths
-    from ..training.settle import settle_output_layer
+    from ..training.settle import SETTLE_LAYERS, settle_output_layer
     from ..weights import (
         WeightsError,
         check_strength,
@@ -300,6 +305,9 @@ def run_settle(args: argparse.Namespace) -> int:
     if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8:
         raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {args.steps}/{args.batch}/{args.patch}")
     strength = args.strength if args.strength in ("auto", "keep") else check_strength(args.strength)  # one line if bad
+    layers = tuple(n.strip() for n in args.layers.split(",") if n.strip())
+    if not layers or any(n not in SETTLE_LAYERS for n in layers):
+        raise UsageError(f"--layers {args.layers}: expected a comma list of {', '.join(SETTLE_LAYERS)}")
     try:
         two = has_endpoints(args.weights)
         model, info = load_model(args.weights)  # a single set of weights, or the default blend (for the metadata)
@@ -316,7 +324,7 @@ def run_settle(args: argparse.Namespace) -> int:
     bar = progress_bar(args.steps, "settle", "step", enabled=not args.no_progress)
     try:
         summary = settle_output_layer(model, args.data, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-                                      seed=args.seed,
+                                      seed=args.seed, layers=layers,
                                       on_step=lambda step, loss: bar.update(1))
     finally:
         bar.close()
@@ -340,6 +348,9 @@ def run_settle(args: argparse.Namespace) -> int:
         summary["validation"] = val
     prior = meta.get("settled")  # settling again keeps the earlier runs' provenance, oldest first
     meta["settled"] = ([prior] if isinstance(prior, dict) else list(prior or [])) + [summary]
+    perceptual = (meta.get("endpoints") or {}).get("perceptual") if two else None
+    if val and isinstance(perceptual, dict):  # the endpoint's record describes the settled tensors
+        perceptual["validation"] = val
     if sweep:
         meta["default_strength_pick"] = {"rule": PICK_RULE, "picked": None if strength == "keep" else strength, "sweep": [
             {"strength": r["alpha"], **{k: r["validation"][k] for k in ("psnr_y", "ssim_y", "lpips_alex", "grid")}} for r in sweep]}
@@ -358,7 +369,8 @@ def run_settle(args: argparse.Namespace) -> int:
         if val:
             meta["validation"] = val
         save_weights(args.output, model, meta)
-    print(f"{args.output}: output layer settled in {summary['steps']} steps ({summary['seconds']:.0f} s)")
+    what = "output layer" if layers == ("conv_last",) else " + ".join(layers)
+    print(f"{args.output}: {what} settled in {summary['steps']} steps ({summary['seconds']:.0f} s)")
     if val:
         lp = f", LPIPS-alex {val['lpips_alex']:.4f}" if val.get("lpips_alex") is not None else ""
         print(f"  {'perceptual endpoint' if two else 'model'}: PSNR-Y {val['psnr_y']:.3f} dB, SSIM-Y {val['ssim_y']:.4f}{lp}, "

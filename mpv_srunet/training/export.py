@@ -272,6 +272,8 @@ def _run_meta(run_dir: Path, st: dict[str, Any]) -> dict[str, Any]:
     init = cfg.get("init")
     if init and Path(init).suffix == ".safetensors" and Path(init).is_file():
         meta["provenance"]["init_file"] = weights_file_record(Path(init))
+    if cfg.get("init_strength") is not None:  # a two-endpoint --init file, blended at this strength
+        meta["provenance"]["init_strength"] = cfg["init_strength"]
     prior = _prior_runs(init)
     if prior:
         meta["provenance"]["earlier_stages"] = prior
@@ -474,7 +476,8 @@ def _init_text(p: dict[str, Any]) -> str:
         return "bicubic (zero `conv_last`: the model starts as exactly H.265 + bicubic)"
     chain = p.get("earlier_stages")
     if not chain:
-        return str(p.get("init"))
+        at = f" at detail strength {p['init_strength']}" if p.get("init_strength") is not None else ""
+        return f"{p.get('init')}{at}"
     parts = [f"{r['steps']} steps ({'GAN phase, ' if r.get('phase') == 'gan' else ''}{r['seconds'] / 3600:.2f} h, batch {r['batch']}, "
              f"{'final ' if r.get('phase') == 'gan' else ''}lr {r['lr']}, data `{Path(r['data']).name}`)" for r in chain]
     return f"earlier stages, each starting from the previous one, the first from {chain[0]['init']}: " + "; then ".join(parts)

@@ -70,6 +70,7 @@ class TrainConfig:
     threads: int = 1  # torch CPU threads (the machine is shared)
     seed: int = 0
     init: str = "bicubic"  # "bicubic" (zero conv_last), a weights file (train or fused form), or another run's checkpoint.pt
+    init_strength: float | None = None  # a two-endpoint --init file at this detail strength (None: the file's default)
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = False  # bfloat16 autocast for the generator body, LPIPS and D (CPU: ~2x faster GAN steps)
 
@@ -93,6 +94,8 @@ def pick_device(name: str) -> torch.device:
 
 def init_generator(cfg: TrainConfig) -> SRUNet:
     """Train-form generator: bicubic-exact start, or loaded from ``cfg.init``."""
+    if cfg.init_strength is not None and (cfg.init == "bicubic" or Path(cfg.init).suffix == ".pt"):
+        raise UsageError(f"--init-strength {cfg.init_strength}: needs --init FILE, a two-endpoint weights file")
     if cfg.init == "bicubic":
         model = create_model(cfg.preset, deploy=False)
         nn.init.zeros_(model.conv_last.weight)
@@ -106,7 +109,9 @@ def init_generator(cfg: TrainConfig) -> SRUNet:
         from ..model import train_form_from_deploy
         from ..weights import build_from_state_dict, read_weights
 
-        sd, mcfg, form, _ = read_weights(cfg.init)  # a two-endpoint file: its default strength
+        # a two-endpoint file: at --init-strength, else at its default strength (a one-set file with
+        # --init-strength is a WeightsError: one line, exit 2)
+        sd, mcfg, form, _ = read_weights(cfg.init, strength=cfg.init_strength)
         model = train_form_from_deploy(build_from_state_dict(sd, mcfg, form, source=cfg.init))
     if model.cfg != create_model(cfg.preset).cfg:
         raise UsageError(f"--init {cfg.init}: holds a {model.cfg} model, not preset {cfg.preset!r}; pass --preset to match")
