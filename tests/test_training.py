@@ -467,6 +467,7 @@ def test_training_starts_from_fused_weights_exactly(tiny_data: Path, tmp_path: P
     refused = reparameterize_model(t.gen).state_dict()
     assert all(torch.allclose(refused[k], v, atol=1e-6) for k, v in fused.state_dict().items())
 
+
 def test_training_starts_from_a_two_endpoint_file_at_init_strength(tiny_data: Path, tmp_path: Path) -> None:
     """`--init FILE --init-strength S`: a detail-strength file's endpoints blended at S (0: the fidelity
     endpoint itself, e.g. to train the shipped fidelity end further); without it, at the file's default.
@@ -498,7 +499,6 @@ def test_training_starts_from_a_two_endpoint_file_at_init_strength(tiny_data: Pa
         Trainer(_cfg(tiny_data, tmp_path / "bad", init=str(tmp_path / "one.safetensors"), init_strength=0.0), progress=False)
     with pytest.raises(UsageError, match="needs --init FILE"):
         Trainer(_cfg(tiny_data, tmp_path / "bad2", init_strength=0.0), progress=False)
-
 
 
 def test_grid_view_jitter_cancels_the_discriminators_period2_gradient() -> None:
