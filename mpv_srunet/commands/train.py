@@ -287,7 +287,7 @@ def run_settle(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from ..training.data import PairStore
     from ..training.export import PICK_RULE, NoBlendPasses, blend_endpoint_models, choose_alpha, full_validation, sweep_strengths
-    from ..training.settle import SETTLE_LAYERS, settle_output_layer
+    from ..training.settle import SETTLE_LAYERS, check_layers, settle_output_layer
     from ..weights import (
         WeightsError,
         check_strength,
@@ -305,9 +305,10 @@ def run_settle(args: argparse.Namespace) -> int:
     if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8:
         raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {args.steps}/{args.batch}/{args.patch}")
     strength = args.strength if args.strength in ("auto", "keep") else check_strength(args.strength)  # one line if bad
-    layers = tuple(n.strip() for n in args.layers.split(",") if n.strip())
-    if not layers or any(n not in SETTLE_LAYERS for n in layers):
-        raise UsageError(f"--layers {args.layers}: expected a comma list of {', '.join(SETTLE_LAYERS)}")
+    try:  # checked before anything is loaded or trained
+        layers = check_layers([n.strip() for n in args.layers.split(",") if n.strip()])
+    except ValueError:
+        raise UsageError(f"--layers {args.layers}: expected a comma list of {', '.join(SETTLE_LAYERS)}") from None
     try:
         two = has_endpoints(args.weights)
         model, info = load_model(args.weights)  # a single set of weights, or the default blend (for the metadata)

@@ -41,6 +41,14 @@ from .losses import GeneratorLoss, LossWeights
 SETTLE_LAYERS = ("conv_last", "dconv_up1", "dconv_up2", "dconv_up3")
 
 
+def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
+    """``layers`` without repeats, in order; ValueError unless some of :data:`SETTLE_LAYERS` and nothing else."""
+    layers = tuple(dict.fromkeys(layers))
+    if not layers or any(n not in SETTLE_LAYERS for n in layers):
+        raise ValueError(f"layers to settle: {', '.join(layers) or 'none given'}; expected some of {', '.join(SETTLE_LAYERS)}")
+    return layers
+
+
 def settle_output_layer(
     model: SRUNet,
     data: str | Path,
@@ -68,9 +76,7 @@ def settle_output_layer(
 
     if steps <= 0 or batch <= 0 or patch <= 0 or patch % 8:
         raise ValueError(f"steps/batch must be > 0 and patch a positive multiple of 8; got {steps}/{batch}/{patch}")
-    layers = tuple(dict.fromkeys(layers))
-    if not layers or any(n not in SETTLE_LAYERS for n in layers):
-        raise ValueError(f"layers to settle: {', '.join(layers) or 'none given'}; expected some of {', '.join(SETTLE_LAYERS)}")
+    layers = check_layers(layers)
     modules = dict(model.named_children())
     sampler = PatchSampler(PairStore(Path(data), "train"), patch)
     loss_fn = GeneratorLoss(LossWeights(l1=0.0, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), lpips_blur=True)
