@@ -85,8 +85,8 @@ def test_lua_start_and_seek_land_on_the_expected_frame(tmp_path, clip, tiny_weig
 
     The seek is mpv's own A-B loop, run once: the player core seeks when playback reaches B,
     so it cannot race the encoder to the end of the file, as a script reacting to time-pos can
-    on a loaded machine. 0.5 s is outside mpv's 1 s back buffer (playback started at 1.25 s),
-    so the seek is an HTTP Range request to the frame server, as a viewer's seek would be.
+    on a loaded machine. Nothing before 1.25 s was ever read, so 0.5 s is not in mpv's cache
+    and the seek is an HTTP Range request to the frame server, as a viewer's seek would be.
     """
     out, log = _encode(tmp_path, clip, tiny_weights, "--start=1.25", "--ab-loop-a=0.5", "--ab-loop-b=1.5",
                        "--ab-loop-count=1")
