@@ -21,7 +21,7 @@ import pytest
 from mpv_srunet.cli import main
 from mpv_srunet.commands.finetune import NO_GAIN_EXIT
 from mpv_srunet.metrics.grid import grid_limit, white_noise_share
-from mpv_srunet.training.finetune import passes, sidecar_path
+from mpv_srunet.training.finetune import BestPassing, passes, sidecar_path
 
 SMALL = ["--batch", "2", "--patch", "40", "--max-frames", "6", "--no-progress"]
 
@@ -37,6 +37,26 @@ def test_the_rule() -> None:
     # the example clip's unblurred-LPIPS fit: -14.8 % LPIPS-alex, +0.07 dB, but a 2-pixel texture
     assert not passes((30.07, 0.9, 0.17, 0.100), base, 0.10, limit)
     assert passes((30.0, 0.9, 0.17, limit), base, 0.10, limit)
+
+
+def test_the_best_passing_checkpoint_is_kept_and_patience_ends_the_run() -> None:
+    """Measurements before the first pass never stop the run; after it, ``patience`` measurements in
+    a row without a better passing one do; a failing one (the checkerboard) is never kept."""
+    base = (30.0, 0.9, 0.20, 0.003)
+    best = BestPassing(base, 0.10, 0.0045, patience=2)
+    kept = []
+    def offer(step: int, lpips: float, grid: float = 0.003) -> bool:
+        return best.offer(step, (30.1, 0.9, lpips, grid), lambda: kept.append(step) or {"step": step})
+    assert not any(offer(s, 0.19) for s in (50, 100, 150, 200))  # -5 %: no pass, no patience spent
+    assert best.state is None and best.step == 0 and best.score == base
+    assert not offer(250, 0.178)  # passes: kept
+    assert not offer(300, 0.170, grid=0.02)  # lower, but a checkerboard: not kept, one stale
+    assert not offer(350, 0.175)  # passes, better than 0.178: kept, patience restarts
+    assert not offer(400, 0.176)  # stale 1
+    assert offer(450, 0.175)  # stale 2 (equal is not better): stop
+    assert kept == [250, 350] and best.step == 350 and best.state == {"step": 350} and best.score[2] == 0.175
+    never = BestPassing(base, 0.10, 0.0045, patience=0)
+    assert not any(never.offer(s, (30.1, 0.9, 0.17, 0.003), dict) for s in range(50, 2000, 50))
 
 
 def test_the_grid_limit_has_the_white_noise_floor() -> None:
@@ -106,7 +126,8 @@ def test_a_sidecar_that_pays_is_written_and_loads(h265_small_clip: Path, noisy_w
     v = info.metadata["validation"]
     assert v["lpips_alex"] <= 0.9 * v["base_lpips_alex"] and v["psnr_y"] >= v["base_psnr_y"]
     assert v["grid_share"] <= v["max_grid_share"] == pytest.approx(1.5 * max(v["base_grid_share"], white_noise_share(96, 160)))
-    assert info.metadata["provenance"]["finetuned_on"] == clip.name and info.strength is None
+    prov = info.metadata["provenance"]
+    assert prov["finetuned_on"] == clip.name and info.strength is None and 5 <= prov["steps"] <= prov["of_steps"] <= 20
     with pytest.raises(WeightsError, match="one set of weights"):
         load_model(side, strength=0.5)
     with Upscaler(weights=side, backend="torch-cpu") as up:
@@ -123,7 +144,7 @@ def test_a_signal_mid_run_ends_it_cleanly(h265_small_clip: Path, tiny_weights: P
     err = tmp_path.parent / f"{tmp_path.name}.stderr"
     with open(err, "w") as ef:
         proc = subprocess.Popen([sys.executable, "-m", "mpv_srunet.cli", "-v", "finetune", str(clip), "--base",
-                                 str(tiny_weights), "--steps", "100000", "--eval-every", "1", *SMALL],
+                                 str(tiny_weights), "--steps", "100000", "--eval-every", "1", "--patience", "0", *SMALL],
                                 stdout=subprocess.DEVNULL, stderr=ef, env=srunet_env())
     try:
         deadline = time.monotonic() + 180

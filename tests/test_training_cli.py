@@ -171,6 +171,9 @@ def test_cli_train_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert "not a prepared data folder" in capsys.readouterr().err
     assert main(["finetune", str(tmp_path / "missing.mkv")]) == 2
     assert "no such video file" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "missing.mkv"), "--patience", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--patience >= 0" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow
