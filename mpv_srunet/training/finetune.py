@@ -56,7 +56,7 @@ class FinetuneOptions:
     steps: int = 1200  # optimisation steps (at most: ``patience`` can end the run earlier)
     batch: int = 4  # patches per step
     patch: int = 96  # input patch side
-    lr: float = 3e-4  # Adam learning rate (1e-4 gained 3-13 % in 300 steps, 3e-4 10-33 % in 1200: docs/training.md)
+    lr: float = 5e-4  # Adam learning rate (1e-4: 3-13 % in 300 steps; 3e-4 and 5e-4 measured on three clips: docs/training.md)
     max_frames: int = 48  # frames of the clip used (from its start)
     eval_frames: int = 6  # frames (evenly spaced) used to measure the gain
     eval_every: int = 50  # steps between measurements (the best passing checkpoint is kept)
