@@ -98,7 +98,10 @@ def test_lua_start_and_seek_land_on_the_expected_frame(tmp_path, clip, tiny_weig
     assert jump is not None, (idx, log[-3000:])
     assert abs(idx[jump] - 12) <= 1, idx
     assert idx[jump:] == list(range(idx[jump], idx[jump] + len(idx) - jump)), idx  # plays on from there
-    assert idx[-1] == FRAMES - 1
+    # ... at least to B (1.5 s = frame 36). After its one loop mpv 0.35 usually plays on to the
+    # last frame, but once in CI it ended the encode at B the second time (frames 12-36): that
+    # is mpv's A-B bookkeeping, not a frame the server failed to serve, so it is not asserted.
+    assert idx[-1] >= 36 - 1, idx
 
 
 def test_lua_broken_weights_plays_the_original(tmp_path, clip) -> None:
