@@ -20,8 +20,10 @@ from mpv_srunet.training.data import (
     PairStore,
     PatchSampler,
     PrepareOptions,
+    grain_level,
     plain_downscale,
     prepare,
+    source_grain,
     x265_roundtrip,
 )
 
@@ -135,6 +137,49 @@ def test_patch_sampler_aligned_and_hflip_only(tiny_data: Path) -> None:
     aligned = np.abs(down - xs).mean()
     shifted = np.abs(down[:, 2:, 2:] - xs[:, :-2, :-2]).mean()
     assert aligned < 0.8 * shifted
+
+
+def test_grain_level_tells_camera_grain_from_rendered_flats() -> None:
+    """grain_level: 0 for a uniform frame, ~0 for a smooth rendered gradient, the grain's scale for the
+    same gradient with camera-like noise on it; sharp edges elsewhere do not count (flattest tiles only)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:384].astype(np.float64)
+    ramp = np.repeat((40 + 0.3 * xx + 0.2 * yy)[..., None], 3, axis=2)
+    assert grain_level(np.full((256, 384, 3), 90, np.uint8)) == 0.0
+    assert grain_level(np.full((16, 16, 3), 90, np.uint8)) == 0.0  # smaller than one tile
+    smooth = grain_level(np.round(ramp).astype(np.uint8))
+    noisy = grain_level(np.clip(np.round(ramp + rng.normal(0, 3, ramp.shape[:2])[..., None]), 0, 255).astype(np.uint8))
+    assert smooth < 0.3 < 1.5 < noisy < 3.0, (smooth, noisy)
+    edged = np.round(ramp).astype(np.uint8)
+    edged[128:, ::24] = 255  # hard lines over the bottom half: detail, but not in flat tiles
+    assert grain_level(edged) < 0.3
+
+
+def test_patch_sampler_min_grain_draws_only_grainy_sources(tiny_data: Path) -> None:
+    """min_grain between the two training photos' grain levels: every patch comes from the grainier
+    photo; 0 draws exactly as before; a level no source reaches is a one-line usage error."""
+    store = PairStore(tiny_data, "train")
+    grain = source_grain(store)
+    assert len(grain) == 2 and all(g > 0.05 for g in grain.values()), grain  # real photos carry grain
+    lo, hi = sorted(grain, key=grain.get)
+    assert grain[hi] > grain[lo], grain
+    plain, zero = PatchSampler(store, patch=32), PatchSampler(store, patch=32, min_grain=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.batch(np.random.default_rng(3), 8), zero.batch(np.random.default_rng(3), 8)))
+    s = PatchSampler(store, patch=32, min_grain=(grain[lo] + grain[hi]) / 2)
+    assert s.sources == [hi] and set(store.rows[s.index, 5]) == {hi}
+    xs, ys = s.batch(np.random.default_rng(0), 8)
+    own = [store.pair(int(i)) for i in s.index]
+    for x in xs:  # each input patch (or its mirror) is a window of the grainy source's inputs
+        assert any(_is_window(x, lr) or _is_window(x[:, ::-1], lr) for lr, _ in own)
+    with pytest.raises(UsageError, match="grain"):
+        PatchSampler(store, patch=32, min_grain=grain[hi] + 1)
+
+
+def _is_window(patch: np.ndarray, frame: np.ndarray) -> bool:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(frame, patch.shape)[..., 0, :, :, :]  # (H-p+1, W-p+1, p, p, 3)
+    return bool((win == patch).all(axis=(2, 3, 4)).any())
 
 
 @pytest.mark.parametrize(

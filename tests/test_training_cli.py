@@ -264,7 +264,7 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     again = tmp_path / "again.safetensors"
     assert main(["train", "settle", str(out), str(again), "--data", str(data), "--steps", "2", "--batch", "2",
                  "--patch", "32", "--threads", "1", "--strength", "0.5", "--layers", "dconv_up1,conv_last",
-                 "--no-progress"]) == 0
+                 "--min-grain", "0.01", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "default strength 0.50 (given)" in printed and "dconv_up1 + conv_last settled in 2 steps" in printed
     c = read_endpoints(again)[0]
@@ -276,6 +276,8 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
     assert [r["steps"] for r in meta["settled"]] == [3, 2]
     assert meta["settled"][0]["layers"] == ["conv_last"] and meta["settled"][1]["layers"] == ["dconv_up1", "conv_last"]
     assert "dconv_up1 + conv_last re-fitted" in meta["settled"][1]["what"]
+    assert "min_grain" not in meta["settled"][0] and meta["settled"][1]["min_grain"] == 0.01
+    assert meta["settled"][1]["sources"] == 1  # the one training photo (real photos carry grain)
     # "validation" is what the file gives at its (new) default strength; the old default's note is gone
     assert meta["validation"]["n"] == 1 and "default_strength_note" not in meta
     again_model = load_model(again)[0]
@@ -289,6 +291,8 @@ def test_cli_settle_refits_only_the_perceptual_output_layer(tmp_path: Path, caps
                  "--data", str(data)]) == 2
     assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--strength", "2"]) == 2
     assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--layers", "to_rgb"]) == 2
+    assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--min-grain", "-1"]) == 2
+    assert main(["train", "settle", str(src), str(tmp_path / "z.safetensors"), "--data", str(data), "--min-grain", "nan"]) == 2
     err = capsys.readouterr().err
     assert "exists; pass --overwrite" in err and "not a folder made by" in err and "Traceback" not in err
     assert "strength 2" in err and "--layers to_rgb: expected" in err and not (tmp_path / "z.safetensors").exists()

@@ -176,6 +176,10 @@ def _register_settle(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="conv_last",
                    help="comma list of the modules re-fitted, the rest frozen: conv_last (the output layer), "
                         "dconv_up1 (the last decoder stage, whose features it mixes), dconv_up2, dconv_up3 (default conv_last)")
+    p.add_argument("--min-grain", type=float, default=0.0,
+                   help="draw patches only from training sources with at least this much camera-like grain in their flat "
+                        "areas (grey levels; natural photos and video score 0.5-3, rendered wallpapers 0-0.4; the shipped "
+                        "weights were last settled with 0.5); default 0: every source")
     p.add_argument("--strength", default="auto",
                    help="a two-endpoint file's default detail strength after settling: auto (picked on the validation "
                         "split by the rule of `train export --alpha auto`: lowest LPIPS-alex among the strengths that beat "
@@ -304,6 +308,8 @@ def run_settle(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data}: not a folder made by `mpv-srunet train prepare` (no train/ split)")
     if args.steps <= 0 or args.batch <= 0 or args.patch <= 0 or args.patch % 8:
         raise UsageError(f"--steps/--batch must be > 0 and --patch a positive multiple of 8; got {args.steps}/{args.batch}/{args.patch}")
+    if not 0 <= args.min_grain < float("inf"):
+        raise UsageError(f"--min-grain {args.min_grain}: expected a number >= 0")
     strength = args.strength if args.strength in ("auto", "keep") else check_strength(args.strength)  # one line if bad
     try:  # checked before anything is loaded or trained
         layers = check_layers([n.strip() for n in args.layers.split(",") if n.strip()])
@@ -325,7 +331,7 @@ def run_settle(args: argparse.Namespace) -> int:
     bar = progress_bar(args.steps, "settle", "step", enabled=not args.no_progress)
     try:
         summary = settle_output_layer(model, args.data, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-                                      seed=args.seed, layers=layers,
+                                      seed=args.seed, layers=layers, min_grain=args.min_grain,
                                       on_step=lambda step, loss: bar.update(1))
     finally:
         bar.close()

@@ -447,19 +447,92 @@ class PairStore:
         return str(self.meta["sources"][int(self.rows[i, 5])]["path"])
 
 
+# --------------------------------------------------------------------------- grain
+
+
+def _gauss_1d(sigma: float) -> np.ndarray:
+    r = int(4.0 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return k / k.sum()
+
+
+def _blur(y: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a 2-D float array, mirrored edges (scipy.ndimage's "reflect")."""
+    k = _gauss_1d(sigma)
+    r = len(k) // 2
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r, r)
+        yp = np.pad(y, pad, mode="symmetric")
+        n = y.shape[axis]
+        y = sum(k[i] * np.take(yp, np.arange(i, i + n), axis=axis) for i in range(len(k)))
+    return y
+
+
+def grain_level(rgb: np.ndarray, block: int = 32) -> float:
+    """How much fine, camera-like grain a ground-truth frame carries in its flat areas.
+
+    Luma (BT.709 weights) minus its Gaussian blur (sigma 1.5 px) is the fine detail;
+    its standard deviation is taken in ``block`` x ``block`` tiles, and the median over
+    the flattest fifth of the tiles (lowest mean gradient of the sigma-4 blurred luma)
+    is the frame's grain level, in grey levels. Camera photos and video score about
+    0.5-3 (sensor noise, film grain, fine texture that survives everywhere); rendered
+    wallpapers, gradients and vector art 0-0.4: what a network trained mostly on them
+    learns is that flat stays flat, and it wipes real grain away (docs/training.md,
+    "Natural photos"). A frame smaller than one tile, or uniform, scores 0.
+    """
+    y = np.asarray(rgb, dtype=np.float32)[..., :3] @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    h, w = (y.shape[0] // block) * block, (y.shape[1] // block) * block
+    if h == 0 or w == 0:
+        return 0.0
+    fine = y - _blur(y, 1.5)
+    gy, gx = np.gradient(_blur(y, 4.0))
+    grad = np.hypot(gy, gx)
+
+    def tiles(a: np.ndarray) -> np.ndarray:
+        return a[:h, :w].reshape(h // block, block, w // block, block)
+
+    std = tiles(fine).std(axis=(1, 3)).ravel()
+    flatness = tiles(grad).mean(axis=(1, 3)).ravel()
+    flat = std[flatness <= np.percentile(flatness, 20)]
+    return float(np.median(flat)) if flat.size else 0.0
+
+
+def source_grain(store: PairStore) -> dict[int, float]:
+    """:func:`grain_level` of each source's first ground-truth frame in ``store``, by source id."""
+    out: dict[int, float] = {}
+    for i in range(len(store)):
+        sid = int(store.rows[i, 5])
+        if sid not in out:
+            out[sid] = grain_level(store.pair(i)[1])
+    return out
+
+
 class PatchSampler:
     """Random aligned patch pairs with horizontal flips only (the paper: no rotations).
 
     Pairs are drawn in proportion to their area, so a big photo gives more patches
     than a small video frame. All randomness comes from ``rng`` (a numpy Generator
     whose state the checkpoint saves), so a resumed run draws the same batches.
+    ``min_grain`` > 0 draws only from sources whose :func:`grain_level` reaches it
+    (natural photos and video; ``train settle --min-grain``).
     """
 
-    def __init__(self, store: PairStore, patch: int = 96, scale: int = 2) -> None:
+    def __init__(self, store: PairStore, patch: int = 96, scale: int = 2, min_grain: float = 0.0) -> None:
         if len(store) == 0:
             raise UsageError(f"{store.folder}: the {store.split} split holds no pairs")
         self.store, self.patch, self.scale = store, patch, scale
-        hs, ws = store.rows[:, 1] // scale, store.rows[:, 2] // scale
+        self.sources = sorted(set(int(s) for s in store.rows[:, 5]))
+        self.index = np.arange(len(store))  # the pairs drawn from, in the store's order
+        if min_grain > 0:
+            grain = source_grain(store)
+            self.sources = [s for s in self.sources if grain[s] >= min_grain]
+            if not self.sources:
+                raise UsageError(f"{store.folder}: no {store.split} source has grain >= {min_grain:g} "
+                                 f"(the most is {max(grain.values()):.2f}); lower --min-grain")
+            self.index = self.index[np.isin(store.rows[:, 5], self.sources)]
+        rows = store.rows[self.index]
+        hs, ws = rows[:, 1] // scale, rows[:, 2] // scale
         ok = (hs >= patch) & (ws >= patch)
         if not ok.any():
             raise UsageError(f"{store.folder}: every input frame is smaller than a {patch}x{patch} patch; use a smaller --patch")
@@ -472,7 +545,7 @@ class PatchSampler:
         xs = np.empty((n, p, p, 3), np.uint8)
         ys = np.empty((n, p * s, p * s, 3), np.uint8)
         for k, i in enumerate(rng.choice(len(self.p), size=n, p=self.p)):
-            lr, gt = self.store.pair(int(i))
+            lr, gt = self.store.pair(int(self.index[i]))
             y0 = int(rng.integers(0, lr.shape[0] - p + 1))
             x0 = int(rng.integers(0, lr.shape[1] - p + 1))
             a = lr[y0 : y0 + p, x0 : x0 + p]

@@ -59,6 +59,7 @@ def settle_output_layer(
     lr: float = 1e-4,
     seed: int = 0,
     layers: Sequence[str] = ("conv_last",),
+    min_grain: float = 0.0,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Re-fit ``model``'s output layer in place on LPIPS(VGG) + (1 - SSIM), body frozen.
@@ -69,7 +70,8 @@ def settle_output_layer(
 
     Patches come from the training split of ``data`` (a ``train prepare`` folder), as in
     the GAN phase, LPIPS through :func:`.losses.nyquist_blur` (no discriminator: at its
-    weight, 1e-3, its gradient is < 0.1 % of LPIPS's here). Returns a
+    weight, 1e-3, its gradient is < 0.1 % of LPIPS's here); ``min_grain`` > 0 keeps only the
+    sources with that much camera-like grain (:func:`.data.grain_level`). Returns a
     summary for provenance (steps, lr, losses at the start and the end).
     """
     from ..metrics.lpips import LPIPS
@@ -78,7 +80,7 @@ def settle_output_layer(
         raise ValueError(f"steps/batch must be > 0 and patch a positive multiple of 8; got {steps}/{batch}/{patch}")
     layers = check_layers(layers)
     modules = dict(model.named_children())
-    sampler = PatchSampler(PairStore(Path(data), "train"), patch)
+    sampler = PatchSampler(PairStore(Path(data), "train"), patch, min_grain=min_grain)
     loss_fn = GeneratorLoss(LossWeights(l1=0.0, ssim=1.0, lpips=1.0, adv=0.0), LPIPS("vgg"), lpips_blur=True)
     rng = np.random.default_rng(seed)
     params = [p for n in layers for p in modules[n].parameters()]
@@ -111,7 +113,8 @@ def settle_output_layer(
     return {
         "what": f"{what} re-fitted on LPIPS(VGG, through nyquist_blur) + (1 - SSIM), {rest} frozen (mpv_srunet.training.settle)",
         "layers": list(layers),
-        "data": str(data), "steps": steps, "batch": batch, "patch": patch, "lr": lr, "seed": seed,
+        "data": str(data), **({"min_grain": min_grain, "sources": len(sampler.sources)} if min_grain > 0 else {}),
+        "steps": steps, "batch": batch, "patch": patch, "lr": lr, "seed": seed,
         "loss_first": float(np.mean(losses[:k])), "loss_last": float(np.mean(losses[-k:])),
         "seconds": round(time.monotonic() - t0, 1),
     }
