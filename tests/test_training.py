@@ -175,6 +175,20 @@ def test_patch_sampler_min_grain_draws_only_grainy_sources(tiny_data: Path) -> N
         PatchSampler(store, patch=32, min_grain=grain[hi] + 1)
 
 
+def test_train_run_min_grain_restricts_the_sources(tiny_data: Path, tmp_path: Path) -> None:
+    """train run --min-grain: the run's sampler draws from the grainier photo only; a bad or
+    unreachable level is a one-line usage error before anything trains."""
+    from mpv_srunet.training.loop import Trainer
+
+    grain = source_grain(PairStore(tiny_data, "train"))
+    lo, hi = sorted(grain, key=grain.get)
+    t = Trainer(_cfg(tiny_data, tmp_path / "run", min_grain=(grain[lo] + grain[hi]) / 2), progress=False)
+    assert t.sampler.sources == [hi]
+    for bad in (-1.0, float("nan"), grain[hi] + 1):
+        with pytest.raises(UsageError, match="grain"):
+            Trainer(_cfg(tiny_data, tmp_path / "bad", min_grain=bad), progress=False)
+
+
 def _is_window(patch: np.ndarray, frame: np.ndarray) -> bool:
     from numpy.lib.stride_tricks import sliding_window_view
 

@@ -54,6 +54,9 @@ _HELP = {
                   "LPIPS-VGG otherwise rewards a 2-pixel stripe/checkerboard texture) or plain (the paper's)",
     "gan_view": "how LPIPS-VGG and the discriminator see the output: jitter (a random 1-pixel offset of their "
                 "2-pixel pooling/stride grid each step; avoids period-2 texture) or aligned (the paper's)",
+    "min_grain": "draw patches only from training sources with at least this much camera-like grain in their flat areas "
+                 "(grey levels, training.data.grain_level; photos and video 0.5-3, rendered wallpapers 0-0.4; 0: every "
+                 "source); may change on --resume",
     "ckpt_every": "checkpoint every N steps",
     "ckpt_minutes": "... and at least every M minutes",
     "val_every": "validate every N steps (0: only at the end)",

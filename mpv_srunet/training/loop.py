@@ -62,6 +62,7 @@ class TrainConfig:
     gan_l1: float = 0.0  # weight of an L1 fidelity anchor in the GAN phase (paper: 0)
     lpips_view: str = "blur"  # how LPIPS-VGG compares output and target: "blur" (through losses.nyquist_blur) or "plain" (paper)
     gan_view: str = "jitter"  # how LPIPS-VGG and D see the output: "jitter" (random 1-px grid offset per step) or "aligned" (paper)
+    min_grain: float = 0.0  # draw patches only from sources with at least this data.grain_level (0: every source)
     ckpt_every: int = 500  # checkpoint every N steps ...
     ckpt_minutes: float = 5.0  # ... or every M minutes, whichever comes first
     val_every: int = 500  # validate every N steps (0: only at the end)
@@ -126,6 +127,8 @@ class Trainer:
             raise UsageError(f"--lpips-view {cfg.lpips_view!r}: expected blur or plain")
         if cfg.gan_view not in ("jitter", "aligned"):
             raise UsageError(f"--gan-view {cfg.gan_view!r}: expected jitter or aligned")
+        if not 0 <= cfg.min_grain < float("inf"):
+            raise UsageError(f"--min-grain {cfg.min_grain}: expected a number >= 0")
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
         torch.set_num_threads(max(1, cfg.threads))
@@ -138,7 +141,7 @@ class Trainer:
                             "slower than fp32 (GAN steps > 30 s instead of ~5.5 s on a 2-core AMD EPYC); leave it off here")
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.sampler = PatchSampler(PairStore(Path(cfg.data), "train"), cfg.patch)
+        self.sampler = PatchSampler(PairStore(Path(cfg.data), "train"), cfg.patch, min_grain=cfg.min_grain)
         self.val = PairStore(Path(cfg.data), "val")
         self.gen = init_generator(cfg).to(self.device, memory_format=torch.channels_last).train()
         self.disc = Discriminator().to(self.device).train()
