@@ -55,7 +55,7 @@ _HELP = {
     "gan_view": "how LPIPS-VGG and the discriminator see the output: jitter (a random 1-pixel offset of their "
                 "2-pixel pooling/stride grid each step; avoids period-2 texture) or aligned (the paper's)",
     "min_grain": "draw patches only from training sources with at least this much camera-like grain in their flat areas "
-                 "(grey levels, training.data.grain_level; photos and video 0.5-3, rendered wallpapers 0-0.4; 0: every "
+                 "(grey levels, training.data.grain_level; most photos and video 0.5-3, rendered wallpapers 0-0.4; 0: every "
                  "source); may change on --resume",
     "ckpt_every": "checkpoint every N steps",
     "ckpt_minutes": "... and at least every M minutes",
@@ -181,7 +181,7 @@ def _register_settle(tsub: argparse._SubParsersAction) -> None:
                         "dconv_up1 (the last decoder stage, whose features it mixes), dconv_up2, dconv_up3 (default conv_last)")
     p.add_argument("--min-grain", type=float, default=0.0,
                    help="draw patches only from training sources with at least this much camera-like grain in their flat "
-                        "areas (grey levels; natural photos and video score 0.5-3, rendered wallpapers 0-0.4; the shipped "
+                        "areas (grey levels; most camera photos and video score 0.5-3, rendered wallpapers 0-0.4; the shipped "
                         "weights were last settled with 0.5); default 0: every source")
     p.add_argument("--strength", default="auto",
                    help="a two-endpoint file's default detail strength after settling: auto (picked on the validation "

@@ -475,11 +475,12 @@ def grain_level(rgb: np.ndarray, block: int = 32) -> float:
     Luma (BT.709 weights) minus its Gaussian blur (sigma 1.5 px) is the fine detail;
     its standard deviation is taken in ``block`` x ``block`` tiles, and the median over
     the flattest fifth of the tiles (lowest mean gradient of the sigma-4 blurred luma)
-    is the frame's grain level, in grey levels. Camera photos and video score about
-    0.5-3 (sensor noise, film grain, fine texture that survives everywhere); rendered
-    wallpapers, gradients and vector art 0-0.4: what a network trained mostly on them
-    learns is that flat stays flat, and it wipes real grain away (docs/training.md,
-    "Natural photos"). A frame smaller than one tile, or uniform, scores 0.
+    is the frame's grain level, in grey levels. Most camera photos and video score about
+    0.5-3 (sensor noise, film grain, fine texture that survives everywhere; a few smooth
+    photos less); rendered wallpapers, gradients and vector art 0-0.4: what a network
+    trained mostly on them learns is that flat stays flat, and it wipes real grain away
+    (docs/training.md, "Natural photos: grain"). A frame smaller than one tile, or
+    uniform, scores 0.
     """
     y = np.asarray(rgb, dtype=np.float32)[..., :3] @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     h, w = (y.shape[0] // block) * block, (y.shape[1] // block) * block
