@@ -450,25 +450,6 @@ class PairStore:
 # --------------------------------------------------------------------------- grain
 
 
-def _gauss_1d(sigma: float) -> np.ndarray:
-    r = int(4.0 * sigma + 0.5)
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return k / k.sum()
-
-
-def _blur(y: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of a 2-D float array, mirrored edges (scipy.ndimage's "reflect")."""
-    k = _gauss_1d(sigma)
-    r = len(k) // 2
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (r, r)
-        yp = np.pad(y, pad, mode="symmetric")
-        n = y.shape[axis]
-        y = sum(k[i] * np.take(yp, np.arange(i, i + n), axis=axis) for i in range(len(k)))
-    return y
-
-
 def grain_level(rgb: np.ndarray, block: int = 32) -> float:
     """How much fine, camera-like grain a ground-truth frame carries in its flat areas.
 
@@ -482,12 +463,14 @@ def grain_level(rgb: np.ndarray, block: int = 32) -> float:
     (docs/training.md, "Natural photos: grain"). A frame smaller than one tile, or
     uniform, scores 0.
     """
+    from scipy.ndimage import gaussian_filter  # scipy: a dependency of the train extra
+
     y = np.asarray(rgb, dtype=np.float32)[..., :3] @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     h, w = (y.shape[0] // block) * block, (y.shape[1] // block) * block
     if h == 0 or w == 0:
         return 0.0
-    fine = y - _blur(y, 1.5)
-    gy, gx = np.gradient(_blur(y, 4.0))
+    fine = y - gaussian_filter(y, 1.5)
+    gy, gx = np.gradient(gaussian_filter(y, 4.0))
     grad = np.hypot(gy, gx)
 
     def tiles(a: np.ndarray) -> np.ndarray:
@@ -525,6 +508,8 @@ class PatchSampler:
         self.store, self.patch, self.scale = store, patch, scale
         self.sources = sorted(set(int(s) for s in store.rows[:, 5]))
         self.index = np.arange(len(store))  # the pairs drawn from, in the store's order
+        if not 0 <= min_grain < float("inf"):
+            raise UsageError(f"--min-grain {min_grain}: expected a number >= 0")
         if min_grain > 0:
             grain = source_grain(store)
             self.sources = [s for s in self.sources if grain[s] >= min_grain]

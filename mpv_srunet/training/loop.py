@@ -127,8 +127,6 @@ class Trainer:
             raise UsageError(f"--lpips-view {cfg.lpips_view!r}: expected blur or plain")
         if cfg.gan_view not in ("jitter", "aligned"):
             raise UsageError(f"--gan-view {cfg.gan_view!r}: expected jitter or aligned")
-        if not 0 <= cfg.min_grain < float("inf"):
-            raise UsageError(f"--min-grain {cfg.min_grain}: expected a number >= 0")
         self.cfg, self.progress = cfg, progress
         self.out = Path(cfg.out)
         torch.set_num_threads(max(1, cfg.threads))
